@@ -1,0 +1,192 @@
+// The ISA-independent GEMM driver: operand shifting and zero-point folding, cache
+// blocking, and the static (deterministic) split of work across threads.
+#include "pyruntime/qgemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "../../runtime/thread_pool.h"
+#include "packing.h"
+#include "pyruntime/errors.h"
+#include "qgemm_kernels.h"
+#include "requant.h"
+
+namespace pyrt {
+
+void AlignedBuffer::Free::operator()(uint8_t* p) const { std::free(p); }
+
+AlignedBuffer::AlignedBuffer(size_t bytes) : size_(bytes) {
+  // Rounded up and never empty: kernels may load one full vector at the end.
+  const size_t alloc = (bytes + 127) / 64 * 64;
+  ptr_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)));
+  if (!ptr_) throw std::bad_alloc();
+}
+
+PackedWeights::PackedWeights(const void* b, bool b_is_u8, int K, int N, ptrdiff_t ldb, const int32_t* b_zp,
+                             int n_zp)
+    : K_(K), N_(N), b_is_u8_(b_is_u8), shifted_(size_t(K) * N), zp_shifted_(N), col_sums_(N, 0) {
+  if (K < 0 || N < 0) throw InputError("weights must have non-negative dimensions");
+  if (n_zp != 1 && n_zp != N)
+    throw InputError("b_zero_point must hold 1 or N=" + std::to_string(N) + " values, got " +
+                     std::to_string(n_zp));
+  const int shift = b_is_u8 ? 128 : 0;
+  for (int n = 0; n < N; ++n) {
+    zp_shifted_[n] = b_zp[n_zp == 1 ? 0 : n] - shift;
+    has_zero_points_ |= zp_shifted_[n] != 0;
+  }
+  const uint8_t* src = static_cast<const uint8_t*>(b);
+  for (int k = 0; k < K; ++k)
+    for (int n = 0; n < N; ++n) {
+      const int8_t v = int8_t(src[k * ldb + n] ^ (b_is_u8 ? 0x80 : 0));
+      shifted_[size_t(k) * N + n] = v;
+      col_sums_[n] += v;
+      max_abs_weight_ = std::max(max_abs_weight_, std::abs(int(v) - zp_shifted_[n]));
+    }
+}
+
+const PackedPanels& PackedWeights::packed(Isa isa) const {
+  std::lock_guard<std::mutex> lk(pack_mutex_);
+  auto& slot = packs_[int(isa)];
+  if (!slot) {
+    auto p = std::make_unique<PackedPanels>();
+    qgemm_kernels(isa).pack_b(shifted_.data(), K_, N_, *p);
+    slot = std::move(p);
+  }
+  return *slot;
+}
+
+int64_t qgemm_worst_case(const PackedWeights& w, bool a_signed, int32_t a_zero_point, int64_t max_abs_bias) {
+  const int64_t lo = a_signed ? -128 : 0, hi = a_signed ? 127 : 255;
+  const int64_t a_dev = std::max(a_zero_point - lo, hi - a_zero_point);
+  return int64_t(w.K()) * a_dev * w.max_abs_weight() + max_abs_bias;
+}
+
+namespace {
+
+// Per-thread scratch that only grows: no allocation on the steady-state call path.
+uint8_t* scratch(int slot, size_t bytes) {
+  thread_local AlignedBuffer buffers[3];
+  AlignedBuffer& b = buffers[slot];
+  if (b.size() < bytes) b = AlignedBuffer(std::max(bytes, b.size() * 2));
+  return b.data();
+}
+enum ScratchSlot { kEpilogueArrays = 0, kRowSums = 1, kPackedA = 2 };
+
+constexpr int kRowsPerBlock = 96;            // rows of A packed per task (fits L2 with a B block)
+constexpr size_t kBBlockBytes = 256 * 1024;  // panels of B walked together, L2-resident
+constexpr int kMinPanelsPerThread = 2;
+
+}  // namespace
+
+void qgemm(const PackedWeights& w, const QgemmArgs& args) {
+  const int M = args.M, N = w.N(), K = w.K();
+  if (M == 0 || N == 0) return;
+  int64_t max_bias = 0;
+  if (args.bias)
+    for (int n = 0; n < N; ++n) max_bias = std::max(max_bias, std::abs(int64_t(args.bias[n])));
+  const int64_t worst = qgemm_worst_case(w, args.a_signed, args.a_zero_point, max_bias);
+  if (worst > INT32_MAX)
+    throw UnsupportedError("int8 GEMM with K=" + std::to_string(K) + " could reach |acc + bias| = " +
+                           std::to_string(worst) +
+                           " > 2^31-1 and wrap int32; split K or narrow the weights");
+
+  const QgemmKernels& kern = qgemm_kernels(args.isa);
+  const PackedPanels& pb = w.packed(args.isa);
+
+  // Epilogue arrays, padded so kernels load whole vectors past N.
+  const int n_pad = round_up(N, 64);
+  auto* arrays = reinterpret_cast<int32_t*>(scratch(kEpilogueArrays, size_t(n_pad) * 3 * 4));
+  int32_t* col_corr = arrays;
+  int32_t* b_zp = arrays + n_pad;
+  float* mult = reinterpret_cast<float*>(arrays + 2 * n_pad);
+  std::memset(arrays, 0, size_t(n_pad) * 3 * 4);
+  const int32_t a_zp = args.a_zero_point + (args.a_signed ? 128 : 0);  // in the A' domain
+  const int32_t* zp = w.zero_points();
+  const int32_t* cs = w.column_sums();
+  for (int n = 0; n < N; ++n) {
+    // bias - a_zp * sum_k B'[k,n] + K * a_zp * b_zp[n], wrapping like the accumulator
+    int32_t v = args.bias ? args.bias[n] : 0;
+    v = wrap_add(v, -wrap_mul(a_zp, cs[n]));
+    v = wrap_add(v, wrap_mul(wrap_mul(K, a_zp), zp[n]));
+    col_corr[n] = v;
+    b_zp[n] = zp[n];
+    mult[n] = args.out == OutKind::i32 ? 1.0f : args.multiplier[args.n_multiplier == 1 ? 0 : n];
+  }
+
+  int32_t* row_sums = nullptr;
+  if (w.has_zero_points()) {
+    row_sums = reinterpret_cast<int32_t*>(scratch(kRowSums, size_t(M) * 4));
+    const uint8_t flip = args.a_signed ? 0x80 : 0;
+    const auto* a = static_cast<const uint8_t*>(args.a);
+    for (int m = 0; m < M; ++m) {
+      uint32_t s = 0;
+      for (int k = 0; k < K; ++k) s += uint8_t(a[m * args.lda + k] ^ flip);
+      row_sums[m] = int32_t(s);
+    }
+  }
+
+  Epilogue ep;
+  ep.out = args.out;
+  ep.col_corr = col_corr;
+  ep.row_sums = row_sums;
+  ep.b_zp = b_zp;
+  ep.mult = mult;
+  ep.lo_f = float(args.lo - args.out_zero_point);
+  ep.hi_f = float(args.hi - args.out_zero_point);
+  ep.out_zp = args.out_zero_point;
+  ep.c = args.c;
+  ep.ldc = args.ldc;
+
+  const int panels = (N + pb.nr - 1) / pb.nr;
+  const auto* a = static_cast<const uint8_t*>(args.a);
+
+  if (M == 1) {
+    const int threads = std::max(1, std::min(args.threads, panels / kMinPanelsPerThread));
+    parallel_run(threads, [&](int tid) {
+      const int p0 = int(int64_t(panels) * tid / threads), p1 = int(int64_t(panels) * (tid + 1) / threads);
+      kern.gemv(a, args.a_signed, K, N, pb, p0, p1, ep);
+    });
+    return;
+  }
+
+  // Tasks: row blocks x column chunks. Enough column chunks that every thread has work
+  // when there are few row blocks; each task packs its row block once.
+  const int mr = kern.mr;
+  const int rows_per_block = round_up(kRowsPerBlock, mr);
+  const int m_blocks = (M + rows_per_block - 1) / rows_per_block;
+  const int n_chunks = std::max(1, std::min(panels, (args.threads + m_blocks - 1) / m_blocks));
+  const int tasks = m_blocks * n_chunks;
+  const int threads = std::max(1, std::min(args.threads, tasks));
+  const int panels_per_b_block = std::max<int>(1, int(kBBlockBytes / std::max<size_t>(pb.panel_bytes, 1)));
+  const size_t tile_bytes = kern.a_tile_bytes(pb);
+
+  parallel_run(threads, [&](int tid) {
+    const int t0 = int(int64_t(tasks) * tid / threads), t1 = int(int64_t(tasks) * (tid + 1) / threads);
+    uint8_t* a_packed = scratch(kPackedA, tile_bytes * (rows_per_block / mr));
+    for (int t = t0; t < t1; ++t) {
+      const int mb = t / n_chunks, nc = t % n_chunks;
+      const int m_begin = mb * rows_per_block, m_end = std::min(M, m_begin + rows_per_block);
+      const int tiles = (m_end - m_begin + mr - 1) / mr;
+      for (int i = 0; i < tiles; ++i) {
+        const int m0 = m_begin + i * mr;
+        kern.pack_a(a + m0 * args.lda, args.lda, args.a_signed, std::min(mr, m_end - m0), K, pb,
+                    a_packed + i * tile_bytes);
+      }
+      const int p_begin = int(int64_t(panels) * nc / n_chunks), p_end = int(int64_t(panels) * (nc + 1) / n_chunks);
+      for (int pb0 = p_begin; pb0 < p_end; pb0 += panels_per_b_block) {
+        const int pb1 = std::min(p_end, pb0 + panels_per_b_block);
+        for (int i = 0; i < tiles; ++i) {
+          const int m0 = m_begin + i * mr, rows = std::min(mr, m_end - m0);
+          for (int p = pb0; p < pb1; ++p) {
+            const int n0 = p * pb.nr;
+            kern.tile(a_packed + i * tile_bytes, pb, p, rows, std::min(pb.nr, N - n0), m0, n0, ep);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace pyrt

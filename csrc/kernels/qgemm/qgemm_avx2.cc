@@ -1,0 +1,256 @@
+// AVX2 path, exact on every input. vpmaddubsw adds two u8*s8 products into a saturating
+// int16, which silently clips for large weights (the reason onnxruntime and FBGEMM answers
+// differ between AVX2 and VNNI machines). So packing proves, pair by pair, that the sum
+// cannot leave int16 for any u8 activation; only then the quad layout (maddubs + madd)
+// runs. Otherwise both operands are widened to int16 pairs and vpmaddwd, which is exact.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "packing.h"
+#include "qgemm_kernels.h"
+#include "requant.h"
+
+#define PYRT_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
+
+namespace pyrt {
+namespace {
+
+constexpr int kMr = 6;
+constexpr int kNr = 16;
+constexpr int kMaddQuads = 0;  // 4 k per int32 lane: vpmaddubsw + vpmaddwd(ones)
+constexpr int kWidePairs = 1;  // 2 k per int32 lane, int16 operands: vpmaddwd
+
+// True when a0*b0 + a1*b1 stays inside int16 for all a in [0, 255] over every k pair.
+bool maddubs_cannot_saturate(const int8_t* b, int K, int N) {
+  for (int k = 0; k < K; k += 2)
+    for (int n = 0; n < N; ++n) {
+      const int b0 = b[size_t(k) * N + n];
+      const int b1 = k + 1 < K ? b[size_t(k + 1) * N + n] : 0;
+      const int pos = (b0 > 0 ? b0 : 0) + (b1 > 0 ? b1 : 0);
+      const int neg = (b0 < 0 ? -b0 : 0) + (b1 < 0 ? -b1 : 0);
+      if (255 * pos > 32767 || 255 * neg > 32768) return false;
+    }
+  return true;
+}
+
+void pack_b(const int8_t* b, int K, int N, PackedPanels& out) {
+  if (maddubs_cannot_saturate(b, K, N)) {
+    pack_b_quads(b, K, N, kNr, out);
+    out.variant = kMaddQuads;
+  } else {
+    pack_b_pairs16(b, K, N, kNr, out);
+    out.variant = kWidePairs;
+  }
+}
+
+size_t a_tile_bytes(const PackedPanels& b) {
+  return size_t(b.k_padded) * kMr * (b.variant == kMaddQuads ? 1 : 2);
+}
+
+void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, const PackedPanels& b,
+            uint8_t* tile) {
+  if (b.variant == kMaddQuads)
+    pack_a_quads(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
+  else
+    pack_a_pairs16(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
+}
+
+PYRT_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+PYRT_AVX2 inline int32_t load_u32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// acc + (a quad . b quad) per int32 lane, exact because packing proved no int16 saturation.
+PYRT_AVX2 inline __m256i dot_quads(__m256i acc, __m256i a, __m256i b) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+}
+
+PYRT_AVX2 inline __m256i dot_pairs(__m256i acc, __m256i a, __m256i b) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+
+// Epilogue for one row of 16 columns (acc0: n0..n0+7, acc1: n0+8..n0+15).
+PYRT_AVX2 void store_row(__m256i acc0, __m256i acc1, int m, int n0, int cols, const Epilogue& ep) {
+  acc0 = _mm256_add_epi32(acc0, load(ep.col_corr + n0));
+  acc1 = _mm256_add_epi32(acc1, load(ep.col_corr + n0 + 8));
+  if (ep.row_sums) {
+    const __m256i rs = _mm256_set1_epi32(ep.row_sums[m]);
+    acc0 = _mm256_sub_epi32(acc0, _mm256_mullo_epi32(rs, load(ep.b_zp + n0)));
+    acc1 = _mm256_sub_epi32(acc1, _mm256_mullo_epi32(rs, load(ep.b_zp + n0 + 8)));
+  }
+  alignas(32) uint8_t tmp[64];
+  const ptrdiff_t at = ptrdiff_t(m) * ep.ldc + n0;
+  size_t elem = 4;
+  void* dst = nullptr;
+  if (ep.out == OutKind::i32) {
+    dst = static_cast<int32_t*>(ep.c) + at;
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), acc0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp + 32), acc1);
+  } else {
+    __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_loadu_ps(ep.mult + n0));
+    __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_loadu_ps(ep.mult + n0 + 8));
+    if (ep.out == OutKind::f32) {
+      dst = static_cast<float*>(ep.c) + at;
+      _mm256_store_ps(reinterpret_cast<float*>(tmp), v0);
+      _mm256_store_ps(reinterpret_cast<float*>(tmp + 32), v1);
+    } else {
+      const __m256 lo = _mm256_set1_ps(ep.lo_f), hi = _mm256_set1_ps(ep.hi_f);
+      constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+      v0 = _mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), kRne);
+      v1 = _mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), kRne);
+      const __m256i zp = _mm256_set1_epi32(ep.out_zp);
+      const __m256i q0 = _mm256_add_epi32(_mm256_cvttps_epi32(v0), zp);
+      const __m256i q1 = _mm256_add_epi32(_mm256_cvttps_epi32(v1), zp);
+      // Values are already inside the output range, so the saturating packs only narrow.
+      const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+      const __m128i lo16 = _mm256_castsi256_si128(w), hi16 = _mm256_extracti128_si256(w, 1);
+      const __m128i bytes =
+          ep.out == OutKind::u8 ? _mm_packus_epi16(lo16, hi16) : _mm_packs_epi16(lo16, hi16);
+      elem = 1;
+      dst = static_cast<uint8_t*>(ep.c) + at;
+      if (cols == kNr) {
+        _mm_storeu_si128(static_cast<__m128i*>(dst), bytes);
+        return;
+      }
+      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+    }
+  }
+  if (cols == kNr && elem == 4) {
+    _mm256_storeu_si256(static_cast<__m256i*>(dst), load(tmp));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint8_t*>(dst) + 32), load(tmp + 32));
+  } else {
+    std::memcpy(dst, tmp, cols * elem);
+  }
+}
+
+template <int R, int Variant>
+PYRT_AVX2 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel, int cols, int m0,
+                         int n0, const Epilogue& ep) {
+  __m256i acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const uint8_t* bp = b.panel(panel);
+  const int steps = b.k_padded / (Variant == kMaddQuads ? 4 : 2);
+  for (int s = 0; s < steps; ++s) {
+    const __m256i b0 = load(bp + s * 64), b1 = load(bp + s * 64 + 32);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256i a = _mm256_set1_epi32(load_u32(a_tile + (s * kMr + r) * 4));
+      if (Variant == kMaddQuads) {
+        acc[r][0] = dot_quads(acc[r][0], a, b0);
+        acc[r][1] = dot_quads(acc[r][1], a, b1);
+      } else {
+        acc[r][0] = dot_pairs(acc[r][0], a, b0);
+        acc[r][1] = dot_pairs(acc[r][1], a, b1);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], m0 + r, n0, cols, ep);
+}
+
+template <int Variant>
+void tile_variant(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0,
+                  int n0, const Epilogue& ep) {
+  switch (rows) {
+    case 1: return tile_rows<1, Variant>(a_tile, b, panel, cols, m0, n0, ep);
+    case 2: return tile_rows<2, Variant>(a_tile, b, panel, cols, m0, n0, ep);
+    case 3: return tile_rows<3, Variant>(a_tile, b, panel, cols, m0, n0, ep);
+    case 4: return tile_rows<4, Variant>(a_tile, b, panel, cols, m0, n0, ep);
+    case 5: return tile_rows<5, Variant>(a_tile, b, panel, cols, m0, n0, ep);
+    default: return tile_rows<6, Variant>(a_tile, b, panel, cols, m0, n0, ep);
+  }
+}
+
+void tile(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0, int n0,
+          const Epilogue& ep) {
+  if (b.variant == kMaddQuads)
+    tile_variant<kMaddQuads>(a_tile, b, panel, rows, cols, m0, n0, ep);
+  else
+    tile_variant<kWidePairs>(a_tile, b, panel, rows, cols, m0, n0, ep);
+}
+
+// The A broadcast for step s of a row read in place; bytes past K read as zero, which
+// meets the zero padding of B.
+PYRT_AVX2 inline int32_t a_step(const uint8_t* a, int K, int s, uint32_t flip, int variant) {
+  const int per = variant == kMaddQuads ? 4 : 2;
+  const int k = s * per;
+  uint8_t q[4] = {0, 0, 0, 0};
+  if (k + per <= K)
+    std::memcpy(q, a + k, per);
+  else
+    std::memcpy(q, a + k, K - k);
+  for (int i = 0; i < per && k + i < K; ++i) q[i] ^= uint8_t(flip);
+  if (variant == kMaddQuads) return load_u32(q);
+  return int32_t(uint32_t(q[0]) | (uint32_t(q[1]) << 16));
+}
+
+template <int P, int Variant>
+PYRT_AVX2 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p,
+                           const Epilogue& ep) {
+  __m256i acc[P][2];
+  for (int i = 0; i < P; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  const int per = Variant == kMaddQuads ? 4 : 2;
+  const int steps = b.k_padded / per, full = K / per;
+  const uint32_t flip = a_signed ? 0x80808080u : 0u;
+  for (int s = 0; s < steps; ++s) {
+    int32_t a32;
+    if (s < full) {
+      a32 = Variant == kMaddQuads ? int32_t(uint32_t(load_u32(a + s * 4)) ^ flip)
+                                  : int32_t(uint32_t(a[2 * s] ^ uint8_t(flip)) |
+                                            (uint32_t(a[2 * s + 1] ^ uint8_t(flip)) << 16));
+    } else {
+      a32 = a_step(a, K, s, flip, Variant);
+    }
+    const __m256i av = _mm256_set1_epi32(a32);
+#pragma GCC unroll 4
+    for (int i = 0; i < P; ++i) {
+      const uint8_t* bp = b.panel(p + i) + s * 64;
+      if (Variant == kMaddQuads) {
+        acc[i][0] = dot_quads(acc[i][0], av, load(bp));
+        acc[i][1] = dot_quads(acc[i][1], av, load(bp + 32));
+      } else {
+        acc[i][0] = dot_pairs(acc[i][0], av, load(bp));
+        acc[i][1] = dot_pairs(acc[i][1], av, load(bp + 32));
+      }
+    }
+  }
+  for (int i = 0; i < P; ++i) {
+    const int n0 = (p + i) * kNr;
+    store_row(acc[i][0], acc[i][1], 0, n0, N - n0 < kNr ? N - n0 : kNr, ep);
+  }
+}
+
+template <int Variant>
+void gemv_variant(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
+                  const Epilogue& ep) {
+  int p = p0;
+  for (; p + 4 <= p1; p += 4) gemv_panels<4, Variant>(a, a_signed, K, N, b, p, ep);
+  for (; p < p1; ++p) gemv_panels<1, Variant>(a, a_signed, K, N, b, p, ep);
+}
+
+void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
+          const Epilogue& ep) {
+  if (b.variant == kMaddQuads)
+    gemv_variant<kMaddQuads>(a, a_signed, K, N, b, p0, p1, ep);
+  else
+    gemv_variant<kWidePairs>(a, a_signed, K, N, b, p0, p1, ep);
+}
+
+}  // namespace
+
+QgemmKernels qgemm_kernels_avx2() {
+  QgemmKernels k;
+  k.mr = kMr;
+  k.nr = kNr;
+  k.pack_b = pack_b;
+  k.a_tile_bytes = a_tile_bytes;
+  k.pack_a = pack_a;
+  k.tile = tile;
+  k.gemv = gemv;
+  return k;
+}
+
+}  // namespace pyrt

@@ -1,0 +1,148 @@
+// AVX-512 VNNI micro-kernels: vpdpbusd adds four u8*s8 products into an int32 lane with
+// no intermediate saturation, so every weight takes the fast path.
+//
+// This body is compiled twice: against <immintrin.h> with the AVX-512 target
+// (qgemm_avx512vnni.cc), and against a portable model of the same intrinsics
+// (qgemm_avx512vnni_emulated.cc), so its logic is tested bit for bit on CPUs without the
+// instructions. The including file opens the namespace and defines PYRT_AVX512.
+// Intrinsics used here must exist in emulated_avx512.h.
+
+constexpr int kMr = 12;
+constexpr int kNr = 32;  // two zmm of int32 lanes
+
+void pack_b(const int8_t* b, int K, int N, PackedPanels& out) {
+  pack_b_quads(b, K, N, kNr, out);
+  out.variant = 0;
+}
+
+size_t a_tile_bytes(const PackedPanels& b) { return size_t(b.k_padded) * kMr; }
+
+void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, const PackedPanels& b,
+            uint8_t* tile) {
+  pack_a_quads(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
+}
+
+PYRT_AVX512 inline int32_t load_u32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+PYRT_AVX512 inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
+
+// Epilogue for one row of 32 columns (acc0: n0..n0+15, acc1: n0+16..n0+31).
+PYRT_AVX512 void store_row(__m512i acc0, __m512i acc1, int m, int n0, int cols, const Epilogue& ep) {
+  acc0 = _mm512_add_epi32(acc0, load(ep.col_corr + n0));
+  acc1 = _mm512_add_epi32(acc1, load(ep.col_corr + n0 + 16));
+  if (ep.row_sums) {
+    const __m512i rs = _mm512_set1_epi32(ep.row_sums[m]);
+    acc0 = _mm512_sub_epi32(acc0, _mm512_mullo_epi32(rs, load(ep.b_zp + n0)));
+    acc1 = _mm512_sub_epi32(acc1, _mm512_mullo_epi32(rs, load(ep.b_zp + n0 + 16)));
+  }
+  const __mmask16 m0 = __mmask16(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+  const __mmask16 m1 = __mmask16(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+  const ptrdiff_t at = ptrdiff_t(m) * ep.ldc + n0;
+  if (ep.out == OutKind::i32) {
+    int32_t* c = static_cast<int32_t*>(ep.c) + at;
+    _mm512_mask_storeu_epi32(c, m0, acc0);
+    _mm512_mask_storeu_epi32(c + 16, m1, acc1);
+    return;
+  }
+  __m512 v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc0), _mm512_loadu_ps(ep.mult + n0));
+  __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc1), _mm512_loadu_ps(ep.mult + n0 + 16));
+  if (ep.out == OutKind::f32) {
+    float* c = static_cast<float*>(ep.c) + at;
+    _mm512_mask_storeu_ps(c, m0, v0);
+    _mm512_mask_storeu_ps(c + 16, m1, v1);
+    return;
+  }
+  const __m512 lo = _mm512_set1_ps(ep.lo_f), hi = _mm512_set1_ps(ep.hi_f);
+  constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512i zp = _mm512_set1_epi32(ep.out_zp);
+  const __m512i q0 = _mm512_add_epi32(_mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v0, lo), hi), kRne), zp);
+  const __m512i q1 = _mm512_add_epi32(_mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v1, lo), hi), kRne), zp);
+  // q is inside the output range, so truncating to bytes (vpmovdb) is exact for u8 and s8.
+  uint8_t* c = static_cast<uint8_t*>(ep.c) + at;
+  _mm512_mask_cvtepi32_storeu_epi8(c, m0, q0);
+  _mm512_mask_cvtepi32_storeu_epi8(c + 16, m1, q1);
+}
+
+template <int R>
+PYRT_AVX512 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel, int cols, int m0,
+                           int n0, const Epilogue& ep) {
+  __m512i acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  const uint8_t* bp = b.panel(panel);
+  const int steps = b.k_padded / 4;
+  for (int s = 0; s < steps; ++s) {
+    const __m512i b0 = load(bp + s * 128), b1 = load(bp + s * 128 + 64);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const __m512i a = _mm512_set1_epi32(load_u32(a_tile + (s * kMr + r) * 4));
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, b0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], a, b1);
+    }
+  }
+  for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], m0 + r, n0, cols, ep);
+}
+
+template <int R>
+void tile_upto(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0, int n0,
+               const Epilogue& ep) {
+  if (rows == R) return tile_rows<R>(a_tile, b, panel, cols, m0, n0, ep);
+  if constexpr (R > 1) tile_upto<R - 1>(a_tile, b, panel, rows, cols, m0, n0, ep);
+}
+
+void tile(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0, int n0,
+          const Epilogue& ep) {
+  tile_upto<kMr>(a_tile, b, panel, rows, cols, m0, n0, ep);
+}
+
+// P panels against one row read in place; the last partial quad of A is read bytewise
+// (zeros past K meet the zero padding of B).
+template <int P>
+PYRT_AVX512 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p,
+                             const Epilogue& ep) {
+  __m512i acc[P][2];
+  for (int i = 0; i < P; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+  const uint32_t flip = a_signed ? 0x80808080u : 0u;
+  const int steps = b.k_padded / 4, full = K / 4;
+  for (int s = 0; s < steps; ++s) {
+    uint32_t a32 = 0;
+    if (s < full) {
+      a32 = uint32_t(load_u32(a + s * 4));
+    } else {
+      std::memcpy(&a32, a + s * 4, K - s * 4);
+    }
+    const __m512i av = _mm512_set1_epi32(int32_t(a32 ^ flip));
+#pragma GCC unroll 4
+    for (int i = 0; i < P; ++i) {
+      const uint8_t* bp = b.panel(p + i) + s * 128;
+      acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, load(bp));
+      acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, load(bp + 64));
+    }
+  }
+  for (int i = 0; i < P; ++i) {
+    const int n0 = (p + i) * kNr;
+    store_row(acc[i][0], acc[i][1], 0, n0, N - n0 < kNr ? N - n0 : kNr, ep);
+  }
+}
+
+void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
+          const Epilogue& ep) {
+  int p = p0;
+  for (; p + 4 <= p1; p += 4) gemv_panels<4>(a, a_signed, K, N, b, p, ep);
+  for (; p < p1; ++p) gemv_panels<1>(a, a_signed, K, N, b, p, ep);
+}
+
+QgemmKernels kernels() {
+  QgemmKernels k;
+  k.mr = kMr;
+  k.nr = kNr;
+  k.pack_b = pack_b;
+  k.a_tile_bytes = a_tile_bytes;
+  k.pack_a = pack_a;
+  k.tile = tile;
+  k.gemv = gemv;
+  return k;
+}

@@ -1,0 +1,18 @@
+// The avx512vnni kernels' own source over a portable model of the intrinsics: see the
+// body's header comment.
+#include <cstring>
+
+#include "packing.h"
+#include "qgemm_kernels.h"
+
+#define PYRT_AVX512
+
+namespace pyrt {
+namespace {
+#include "emulated_avx512.h"
+#include "qgemm_avx512vnni_body.h"
+}  // namespace
+
+QgemmKernels qgemm_kernels_avx512vnni_emulated() { return kernels(); }
+
+}  // namespace pyrt

@@ -1,0 +1,55 @@
+// The per-ISA micro-kernel contract. Each ISA file fills one QgemmKernels; dispatch.cc
+// holds the table. Everything here works on the shifted operands: A' is u8 (s8 input
+// xor 0x80) and B' is s8 (u8 weights xor 0x80); zero points were moved with them.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "pyruntime/qgemm.h"
+
+namespace pyrt {
+
+// What the micro-kernel applies to each accumulator before writing C:
+//   acc += col_corr[n] - row_sums[m] * b_zp[n]   (the row term only when row_sums != null)
+// then per `out`: i32 store; f32: f32(acc) * mult[n]; u8/s8: round_half_even(clamp(
+// f32(acc) * mult[n], lo_f, hi_f)) + out_zp. col_corr already holds the bias and the
+// a-zero-point terms.
+struct Epilogue {
+  OutKind out;
+  const int32_t* col_corr;  // N
+  const int32_t* row_sums;  // M (indexed by absolute row), or null
+  const int32_t* b_zp;      // N
+  const float* mult;        // N
+  float lo_f, hi_f;         // lo - out_zp, hi - out_zp
+  int32_t out_zp;
+  void* c;
+  ptrdiff_t ldc;
+};
+
+struct QgemmKernels {
+  int mr = 1;  // rows per micro-tile
+  int nr = 1;  // columns per panel
+  // Packs B' (K x N, row-major, ldb = N) into panels.
+  void (*pack_b)(const int8_t* b_shifted, int K, int N, PackedPanels& out) = nullptr;
+  // Bytes of one packed A tile (mr rows) for this packing.
+  size_t (*a_tile_bytes)(const PackedPanels& b) = nullptr;
+  // Packs `rows` (<= mr) rows of A into one tile, converting s8 to A' on the way.
+  void (*pack_a)(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K,
+                 const PackedPanels& b, uint8_t* tile) = nullptr;
+  // One micro-tile: rows x (panel columns, clipped to `cols`), rows m0.., columns n0...
+  void (*tile)(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols,
+               int m0, int n0, const Epilogue& ep) = nullptr;
+  // One row of A read in place (no packing) against panels [p0, p1).
+  void (*gemv)(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
+               const Epilogue& ep) = nullptr;
+};
+
+const QgemmKernels& qgemm_kernels(Isa isa);
+
+// Filled by each ISA's file.
+QgemmKernels qgemm_kernels_scalar();
+QgemmKernels qgemm_kernels_avx2();
+QgemmKernels qgemm_kernels_avx512vnni();
+QgemmKernels qgemm_kernels_avx512vnni_emulated();
+
+}  // namespace pyrt

@@ -1,0 +1,80 @@
+"""The normative NumPy reference for every int8 op (DESIGN.md "Integer exactness").
+
+Each function computes in int64 and float32 exactly as the spec states, with no
+shortcuts: every native path is compared with these bit for bit. Keep it obvious rather
+than fast.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def dtype_range(dtype) -> tuple[int, int]:
+    return _RANGE[np.dtype(dtype)]
+
+
+def matmul_int(a, b, a_zero_point=0, b_zero_point=0) -> np.ndarray:
+    """(A - a_zp) @ (B - b_zp) in int64; b_zero_point may be per column."""
+    a64 = np.asarray(a, dtype=np.int64) - np.int64(a_zero_point)
+    b64 = np.asarray(b, dtype=np.int64) - np.asarray(b_zero_point, dtype=np.int64).reshape(1, -1)
+    return a64 @ b64
+
+
+def requant_multiplier(a_scale, b_scale, y_scale) -> np.ndarray:
+    """m = f32(s_a * s_w[n] / s_y), computed in double and rounded once to float32."""
+    return (np.float64(a_scale) * np.asarray(b_scale, dtype=np.float64) / np.float64(y_scale)).astype(np.float32)
+
+
+def requantize(acc, multiplier, zero_point, lo, hi, dtype) -> np.ndarray:
+    """cvt(clamp(f32(acc) * m, lo - zp, hi - zp)) + zp, rounding half to even.
+
+    acc is the exact accumulator plus bias (it must fit int32); the product is one f32
+    rounding (no FMA) and the clamp happens in float before conversion.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    assert np.all(np.abs(acc) <= 2**31 - 1), "accumulator outside int32: the layer must be refused"
+    v = acc.astype(np.float32) * np.asarray(multiplier, dtype=np.float32)
+    v = np.clip(v, np.float32(lo - zero_point), np.float32(hi - zero_point))
+    return (np.rint(v).astype(np.int64) + zero_point).astype(dtype)
+
+
+def dequantize_acc(acc, multiplier) -> np.ndarray:
+    """f32(acc + bias) * f32(s_a * s_w[n]): the fp32 output of an int8 GEMM."""
+    return np.asarray(acc, dtype=np.int64).astype(np.float32) * np.asarray(multiplier, dtype=np.float32)
+
+
+def qgemm(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None, out_zero_point=0,
+          lo=None, hi=None, out_dtype=np.int32) -> np.ndarray:
+    """The int8 GEMM with its epilogue, as pyruntime.ops.qgemm defines it."""
+    acc = matmul_int(a, b, a_zero_point, b_zero_point)
+    if bias is not None:
+        acc = acc + np.asarray(bias, dtype=np.int64).reshape(1, -1)
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype == np.int32:
+        return acc.astype(np.int32)
+    if out_dtype == np.float32:
+        return dequantize_acc(acc, multiplier)
+    dlo, dhi = dtype_range(out_dtype)
+    return requantize(acc, multiplier, out_zero_point, dlo if lo is None else lo, dhi if hi is None else hi,
+                      out_dtype)
+
+
+def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point) -> np.ndarray:
+    y_zp = np.asarray(y_zero_point)
+    lo, hi = dtype_range(y_zp.dtype)
+    acc = matmul_int(a, b, a_zero_point, b_zero_point)
+    return requantize(acc, requant_multiplier(a_scale, b_scale, y_scale), int(y_zp), lo, hi, y_zp.dtype)
+
+
+def quantize_linear(x, scale, zero_point, dtype) -> np.ndarray:
+    """saturate(round_half_even(x / s) + zp); NaN quantizes to zp, +-inf saturates."""
+    lo, hi = dtype_range(dtype)
+    q = np.rint(np.asarray(x, dtype=np.float32) / np.float32(scale))
+    q = np.where(np.isnan(q), 0, q)
+    return np.clip(q + zero_point, lo, hi).astype(dtype)
+
+
+def dequantize_linear(q, scale, zero_point) -> np.ndarray:
+    return (np.asarray(q, dtype=np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)
