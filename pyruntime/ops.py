@@ -5,9 +5,6 @@ pyruntime.reference is the normative statement of it.
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from . import _native
@@ -18,7 +15,13 @@ __all__ = ["PackedWeights", "pack_weights", "qgemm", "matmul_integer", "qlinear_
 _INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 _RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 _OUT_KIND = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
+_OUT_KIND.update({t.type: k for t, k in list(_OUT_KIND.items())})  # np.int32 as well as np.dtype
 _isa_cache: dict = {}
+
+
+def _is_int(v) -> bool:
+    # Concrete types only: isinstance against numbers.Integral costs a microsecond per call.
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _isa_index(isa) -> int:
@@ -35,7 +38,7 @@ def _isa_index(isa) -> int:
 def _threads(threads) -> int:
     if threads is None:
         return _native.max_threads()
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+    if not _is_int(threads) or threads < 1:
         raise InputError(f"threads must be a positive int or None, got {threads!r}")
     return int(threads)
 
@@ -59,7 +62,7 @@ def _zero_point(zp, dtype: np.dtype, name: str, allowed_len: int | None) -> np.n
         return np.zeros(1, dtype=np.int32)
     if isinstance(zp, (bool, np.bool_)):
         raise InputError(f"{name} must be an integer of {dtype}, got a bool")
-    if isinstance(zp, numbers.Integral) and not isinstance(zp, np.generic):
+    if isinstance(zp, int):
         if not lo <= zp <= hi:
             raise InputError(f"{name}={zp} lies outside {dtype} [{lo}, {hi}]")
         return np.array([zp], dtype=np.int32)
@@ -129,14 +132,12 @@ def qgemm(a, packed: PackedWeights, *, a_zero_point=0, bias=None, multiplier=Non
     if a.shape[1] != K:
         raise InputError(f"a has {a.shape[1]} columns but the packed weights expect K={K} (a: {a.shape})")
     a_lo, a_hi = _RANGE[a.dtype]
-    if isinstance(a_zero_point, (bool, np.bool_)) or not isinstance(a_zero_point, numbers.Integral) \
-            or not a_lo <= a_zero_point <= a_hi:
+    if not _is_int(a_zero_point) or not a_lo <= a_zero_point <= a_hi:
         raise InputError(f"a_zero_point must be an int in {a.dtype} [{a_lo}, {a_hi}], got {a_zero_point!r}")
-    try:
-        out = np.dtype(out_dtype)
-        kind = _OUT_KIND[out]
-    except (TypeError, KeyError):
-        raise InputError(f"out_dtype must be int32, float32, uint8 or int8, got {out_dtype!r}") from None
+    kind = _OUT_KIND.get(out_dtype) if isinstance(out_dtype, (type, np.dtype)) else None
+    if kind is None:
+        raise InputError(f"out_dtype must be int32, float32, uint8 or int8, got {out_dtype!r}")
+    out = np.dtype(out_dtype)
     if bias is not None:
         if not isinstance(bias, np.ndarray) or bias.dtype != np.int32 or bias.shape != (N,):
             got = f"{bias.dtype} {bias.shape}" if isinstance(bias, np.ndarray) else type(bias).__name__
@@ -157,7 +158,7 @@ def qgemm(a, packed: PackedWeights, *, a_zero_point=0, bias=None, multiplier=Non
         q_lo = d_lo if lo is None else lo
         q_hi = d_hi if hi is None else hi
         for nm, v in (("out_zero_point", out_zero_point), ("lo", q_lo), ("hi", q_hi)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or not d_lo <= v <= d_hi:
+            if not _is_int(v) or not d_lo <= v <= d_hi:
                 raise InputError(f"{nm} must be an int in {out} [{d_lo}, {d_hi}], got {v!r}")
         if q_lo > q_hi:
             raise InputError(f"lo={q_lo} must not exceed hi={q_hi}")

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "../cpu/peak_probe.h"
 #include "../runtime/thread_pool.h"
 #include "pyruntime/errors.h"
 #include "pyruntime/isa.h"
@@ -93,6 +94,10 @@ PYBIND11_MODULE(_native, m) {
         "ISA name ('' = process path) -> index; raises UnsupportedError when unusable");
   m.def("isa_name", [](int i) { return isa_name(Isa(i)); });
   m.def("max_threads", &max_threads);
+  m.def("peak_probe", [](const std::string& kind, double seconds) {
+    py::gil_scoped_release release;
+    return peak_probe(kind, seconds);
+  }, py::arg("kind"), py::arg("seconds") = 0.2);
   m.def("set_spin_microseconds", &set_spin_microseconds);
   m.def("spin_microseconds", &spin_microseconds);
 

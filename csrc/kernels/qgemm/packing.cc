@@ -42,8 +42,8 @@ void pack_a_grouped(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, in
 void pack_b_quads(const int8_t* b, int K, int N, int nr, PackedPanels& out) {
   pack_b_grouped<int8_t, 4>(b, K, N, nr, out);
 }
-void pack_b_pairs16(const int8_t* b, int K, int N, int nr, PackedPanels& out) {
-  pack_b_grouped<int16_t, 2>(b, K, N, nr, out);
+void pack_b_pairs(const int8_t* b, int K, int N, int nr, PackedPanels& out) {
+  pack_b_grouped<int8_t, 2>(b, K, N, nr, out);
 }
 void pack_a_quads(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded, int mr,
                   uint8_t* tile) {

@@ -13,8 +13,9 @@ inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 // B' as panels of nr columns, [k/4][nr][4] int8: one int32 lane holds 4 consecutive k of
 // one column (the vpdpbusd / vpmaddubsw operand). Padding is zero.
 void pack_b_quads(const int8_t* b, int K, int N, int nr, PackedPanels& out);
-// B' widened, [k/2][nr][2] int16: one int32 lane holds 2 consecutive k (vpmaddwd operand).
-void pack_b_pairs16(const int8_t* b, int K, int N, int nr, PackedPanels& out);
+// B' as [k/2][nr][2] int8: sign-extended to int16 on load, one int32 lane then holds 2
+// consecutive k (the vpmaddwd operand) while memory holds one byte per weight.
+void pack_b_pairs(const int8_t* b, int K, int N, int nr, PackedPanels& out);
 
 // A' tile of mr rows in the matching layouts: [k/4][mr][4] u8, or [k/2][mr][2] int16.
 // Missing rows and k past K are zero.

@@ -2,7 +2,8 @@
 // int16, which silently clips for large weights (the reason onnxruntime and FBGEMM answers
 // differ between AVX2 and VNNI machines). So packing proves, pair by pair, that the sum
 // cannot leave int16 for any u8 activation; only then the quad layout (maddubs + madd)
-// runs. Otherwise both operands are widened to int16 pairs and vpmaddwd, which is exact.
+// runs. Otherwise both operands are widened to int16 pairs for vpmaddwd, which is exact;
+// B stays one byte per weight in memory and is sign-extended on load.
 #include <immintrin.h>
 
 #include <cstring>
@@ -19,7 +20,7 @@ namespace {
 constexpr int kMr = 6;
 constexpr int kNr = 16;
 constexpr int kMaddQuads = 0;  // 4 k per int32 lane: vpmaddubsw + vpmaddwd(ones)
-constexpr int kWidePairs = 1;  // 2 k per int32 lane, int16 operands: vpmaddwd
+constexpr int kWidePairs = 1;  // 2 k per int32 lane, int16 operands: vpmovsxbw + vpmaddwd
 
 // True when a0*b0 + a1*b1 stays inside int16 for all a in [0, 255] over every k pair.
 bool maddubs_cannot_saturate(const int8_t* b, int K, int N) {
@@ -39,13 +40,13 @@ void pack_b(const int8_t* b, int K, int N, PackedPanels& out) {
     pack_b_quads(b, K, N, kNr, out);
     out.variant = kMaddQuads;
   } else {
-    pack_b_pairs16(b, K, N, kNr, out);
+    pack_b_pairs(b, K, N, kNr, out);
     out.variant = kWidePairs;
   }
 }
 
 size_t a_tile_bytes(const PackedPanels& b) {
-  return size_t(b.k_padded) * kMr * (b.variant == kMaddQuads ? 1 : 2);
+  return size_t(b.k_padded) * kMr * (b.variant == kMaddQuads ? 1 : 2);  // A pairs are int16
 }
 
 void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, const PackedPanels& b,
@@ -57,6 +58,12 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, con
 }
 
 PYRT_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// 16 columns x 2 k of B' as int16 pairs, in two registers.
+PYRT_AVX2 inline void load_pairs(const uint8_t* p, __m256i& b0, __m256i& b1) {
+  b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+}
 
 PYRT_AVX2 inline int32_t load_u32(const void* p) {
   int32_t v;
@@ -131,12 +138,19 @@ template <int R, int Variant>
 PYRT_AVX2 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel, int cols, int m0,
                          int n0, const Epilogue& ep) {
   __m256i acc[R][2];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const uint8_t* bp = b.panel(panel);
   const int steps = b.k_padded / (Variant == kMaddQuads ? 4 : 2);
   for (int s = 0; s < steps; ++s) {
-    const __m256i b0 = load(bp + s * 64), b1 = load(bp + s * 64 + 32);
-#pragma GCC unroll 6
+    __m256i b0, b1;
+    if (Variant == kMaddQuads) {
+      b0 = load(bp + s * 64);
+      b1 = load(bp + s * 64 + 32);
+    } else {
+      load_pairs(bp + s * 32, b0, b1);
+    }
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m256i a = _mm256_set1_epi32(load_u32(a_tile + (s * kMr + r) * 4));
       if (Variant == kMaddQuads) {
@@ -148,6 +162,7 @@ PYRT_AVX2 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel
       }
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], m0 + r, n0, cols, ep);
 }
 
@@ -191,6 +206,7 @@ template <int P, int Variant>
 PYRT_AVX2 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p,
                            const Epilogue& ep) {
   __m256i acc[P][2];
+#pragma GCC unroll 16
   for (int i = 0; i < P; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
   const int per = Variant == kMaddQuads ? 4 : 2;
   const int steps = b.k_padded / per, full = K / per;
@@ -205,18 +221,21 @@ PYRT_AVX2 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, const 
       a32 = a_step(a, K, s, flip, Variant);
     }
     const __m256i av = _mm256_set1_epi32(a32);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int i = 0; i < P; ++i) {
-      const uint8_t* bp = b.panel(p + i) + s * 64;
       if (Variant == kMaddQuads) {
+        const uint8_t* bp = b.panel(p + i) + s * 64;
         acc[i][0] = dot_quads(acc[i][0], av, load(bp));
         acc[i][1] = dot_quads(acc[i][1], av, load(bp + 32));
       } else {
-        acc[i][0] = dot_pairs(acc[i][0], av, load(bp));
-        acc[i][1] = dot_pairs(acc[i][1], av, load(bp + 32));
+        __m256i b0, b1;
+        load_pairs(b.panel(p + i) + s * 32, b0, b1);
+        acc[i][0] = dot_pairs(acc[i][0], av, b0);
+        acc[i][1] = dot_pairs(acc[i][1], av, b1);
       }
     }
   }
+#pragma GCC unroll 16
   for (int i = 0; i < P; ++i) {
     const int n0 = (p + i) * kNr;
     store_row(acc[i][0], acc[i][1], 0, n0, N - n0 < kNr ? N - n0 : kNr, ep);

@@ -71,18 +71,20 @@ template <int R>
 PYRT_AVX512 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel, int cols, int m0,
                            int n0, const Epilogue& ep) {
   __m512i acc[R][2];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   const uint8_t* bp = b.panel(panel);
   const int steps = b.k_padded / 4;
   for (int s = 0; s < steps; ++s) {
     const __m512i b0 = load(bp + s * 128), b1 = load(bp + s * 128 + 64);
-#pragma GCC unroll 12
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512i a = _mm512_set1_epi32(load_u32(a_tile + (s * kMr + r) * 4));
       acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, b0);
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], a, b1);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], m0 + r, n0, cols, ep);
 }
 
@@ -104,6 +106,7 @@ template <int P>
 PYRT_AVX512 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p,
                              const Epilogue& ep) {
   __m512i acc[P][2];
+#pragma GCC unroll 16
   for (int i = 0; i < P; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
   const uint32_t flip = a_signed ? 0x80808080u : 0u;
   const int steps = b.k_padded / 4, full = K / 4;
@@ -115,13 +118,14 @@ PYRT_AVX512 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, cons
       std::memcpy(&a32, a + s * 4, K - s * 4);
     }
     const __m512i av = _mm512_set1_epi32(int32_t(a32 ^ flip));
-#pragma GCC unroll 4
+#pragma GCC unroll 16
     for (int i = 0; i < P; ++i) {
       const uint8_t* bp = b.panel(p + i) + s * 128;
       acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, load(bp));
       acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, load(bp + 64));
     }
   }
+#pragma GCC unroll 16
   for (int i = 0; i < P; ++i) {
     const int n0 = (p + i) * kNr;
     store_row(acc[i][0], acc[i][1], 0, n0, N - n0 < kNr ? N - n0 : kNr, ep);
