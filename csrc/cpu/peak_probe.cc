@@ -1,11 +1,9 @@
 // Measures this CPU's peak for the instruction chains the kernels are built from, so the
 // benchmarks can state "% of peak" from a figure taken on the same machine in the same
-// run. Each loop keeps 12 independent accumulators (enough to cover latency on current
-// x86 cores). Each chain multiplies its own accumulator, so the compiler cannot share one
-// product between chains or hoist it out of the loop.
+// run. The loops are inline assembly: a compiler would merge identical chains, hoist
+// loop-invariant products or spill accumulators, and the probe must measure the core, not
+// the compiler. Each loop keeps 12 independent accumulators, enough to hide latency.
 #include "peak_probe.h"
-
-#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,61 +14,70 @@
 namespace pyrt {
 namespace {
 
-constexpr int kChains = 12;
 constexpr long kIters = 20000;
 
-template <typename T>
-inline void opaque(T& v) {
-  __asm__ volatile("" : "+x"(v));
+#define PYRT_X12(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)
+#define PYRT_STR(x) #x
+#define PYRT_XSTR(x) PYRT_STR(x)
+
+// zmm0-11 += u8 zmm14 . s8 zmm15 (64 MACs each).
+double vpdpbusd_zmm_ops() {
+#define DP(c) "vpdpbusd %%zmm15, %%zmm14, %%zmm" PYRT_XSTR(c) "\n\t"
+  long n = kIters;
+  __asm__ volatile(
+      "vpxord %%zmm14, %%zmm14, %%zmm14\n\tvpxord %%zmm15, %%zmm15, %%zmm15\n\t"
+      "1:\n\t" PYRT_X12(DP) "dec %0\n\tjnz 1b\n\tvzeroupper"
+      : "+r"(n)::"xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm14", "xmm15", "cc");
+#undef DP
+  return double(kIters) * 12 * 64 * 2;
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) double vpdpbusd_zmm_ops() {
-  __m512i acc[kChains];
-  for (auto& x : acc) x = _mm512_setzero_si512();
-  __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
-  for (long i = 0; i < kIters; ++i) {
-#pragma GCC unroll 12
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], a, b);
-  }
-  for (auto& x : acc) opaque(x);
-  return double(kIters) * kChains * 64 * 2;
+// The AVX2 quad chain: t = maddubs(u8, s8); t = madd(t, ones); acc += t (32 MACs each).
+// Temporaries ymm0-5 (each reused twice), accumulators ymm6-11.
+double vpmaddubsw_ymm_ops() {
+#define MB(c) "vpmaddubsw %%ymm15, %%ymm14, %%ymm" PYRT_XSTR(c) "\n\t" \
+              "vpmaddwd %%ymm13, %%ymm" PYRT_XSTR(c) ", %%ymm" PYRT_XSTR(c) "\n\t"
+#define ADD(c, a) "vpaddd %%ymm" PYRT_XSTR(c) ", %%ymm" PYRT_XSTR(a) ", %%ymm" PYRT_XSTR(a) "\n\t"
+#define HALF MB(0) MB(1) MB(2) MB(3) MB(4) MB(5) ADD(0, 6) ADD(1, 7) ADD(2, 8) ADD(3, 9) ADD(4, 10) ADD(5, 11)
+  long n = kIters;
+  __asm__ volatile(
+      "vpxor %%ymm14, %%ymm14, %%ymm14\n\tvpxor %%ymm15, %%ymm15, %%ymm15\n\tvpxor %%ymm13, %%ymm13, %%ymm13\n\t"
+      "1:\n\t" HALF HALF "dec %0\n\tjnz 1b\n\tvzeroupper"
+      : "+r"(n)::"xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm13", "xmm14", "xmm15", "cc");
+#undef HALF
+#undef MB
+  return double(kIters) * 12 * 32 * 2;
 }
 
-__attribute__((target("avx2"))) double vpmaddubsw_ymm_ops() {
-  __m256i acc[kChains];
-  for (auto& x : acc) x = _mm256_setzero_si256();
-  const __m256i b = _mm256_set1_epi8(1), ones = _mm256_set1_epi16(1);
-  for (long i = 0; i < kIters; ++i) {
-#pragma GCC unroll 12
-    for (int c = 0; c < kChains; ++c)
-      acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(acc[c], b), ones));
-  }
-  for (auto& x : acc) opaque(x);
-  return double(kIters) * kChains * 32 * 2;
+// The exact widened chain: t = madd(s16, s16); acc += t (16 MACs each).
+double vpmaddwd_ymm_ops() {
+#define MW(c) "vpmaddwd %%ymm15, %%ymm14, %%ymm" PYRT_XSTR(c) "\n\t"
+#define HALF MW(0) MW(1) MW(2) MW(3) MW(4) MW(5) ADD(0, 6) ADD(1, 7) ADD(2, 8) ADD(3, 9) ADD(4, 10) ADD(5, 11)
+  long n = kIters;
+  __asm__ volatile(
+      "vpxor %%ymm14, %%ymm14, %%ymm14\n\tvpxor %%ymm15, %%ymm15, %%ymm15\n\t"
+      "1:\n\t" HALF HALF "dec %0\n\tjnz 1b\n\tvzeroupper"
+      : "+r"(n)::"xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm14", "xmm15", "cc");
+#undef HALF
+#undef MW
+#undef ADD
+  return double(kIters) * 12 * 16 * 2;
 }
 
-__attribute__((target("avx2"))) double vpmaddwd_ymm_ops() {
-  __m256i acc[kChains];
-  for (auto& x : acc) x = _mm256_setzero_si256();
-  const __m256i b = _mm256_set1_epi16(1);
-  for (long i = 0; i < kIters; ++i) {
-#pragma GCC unroll 12
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(acc[c], b));
-  }
-  for (auto& x : acc) opaque(x);
-  return double(kIters) * kChains * 16 * 2;
-}
-
-__attribute__((target("avx2,fma"))) double fma_ymm_ops() {
-  __m256 acc[kChains];
-  for (auto& x : acc) x = _mm256_setzero_ps();
-  __m256 a = _mm256_set1_ps(1e-8f), b = _mm256_set1_ps(1.0f);
-  for (long i = 0; i < kIters; ++i) {
-#pragma GCC unroll 12
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(a, b, acc[c]);
-  }
-  for (auto& x : acc) opaque(x);
-  return double(kIters) * kChains * 8 * 2;
+// ymm0-11 += ymm14 * ymm15 (8 FMAs, 16 flops each).
+double fma_ymm_ops() {
+#define FM(c) "vfmadd231ps %%ymm15, %%ymm14, %%ymm" PYRT_XSTR(c) "\n\t"
+  long n = kIters;
+  __asm__ volatile(
+      "vxorps %%ymm14, %%ymm14, %%ymm14\n\tvxorps %%ymm15, %%ymm15, %%ymm15\n\t"
+      "1:\n\t" PYRT_X12(FM) "dec %0\n\tjnz 1b\n\tvzeroupper"
+      : "+r"(n)::"xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm14", "xmm15", "cc");
+#undef FM
+  return double(kIters) * 12 * 8 * 2;
 }
 
 bool has_flag(const char* f) {

@@ -1,0 +1,74 @@
+"""Peer implementations measured beside pyruntime in the same pytest run.
+
+- onnxruntime MatMulInteger: a one-node ONNX model (A uint8 input x B int8 initializer, so B is
+  constant and onnxruntime may prepack it like our packed weights), run through
+  InferenceSession.run with a prebuilt input feed and intra_op_num_threads = threads.
+- torch fp32 linear: torch.nn.functional.linear(x, w) with torch.set_num_threads(threads).
+
+Each builder returns (callable, close); call close() when done so that no peer thread pool
+keeps spinning on this 2-core machine while the next benchmark runs.
+"""
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+
+
+def ort_matmul_integer(a: np.ndarray, b: np.ndarray, threads: int):
+    """onnxruntime session.run of one MatMulInteger node; returns (run, close)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    M, K = a.shape
+    N = b.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+        "qgemm_peer",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [M, K])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [M, N])],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(b), "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feed = {"A": np.ascontiguousarray(a)}
+
+    def run():
+        return sess.run(None, feed)[0]
+
+    holder = [sess]
+
+    def close():
+        holder.clear()
+        gc.collect()
+
+    return run, close
+
+
+def torch_linear_fp32(a: np.ndarray, b: np.ndarray, threads: int):
+    """torch fp32 F.linear on the same values (A as float32, W = B^T as float32); (run, close)."""
+    import torch
+    import torch.nn.functional as F
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.from_numpy(a.astype(np.float32))
+    w = torch.from_numpy(np.ascontiguousarray(b.T.astype(np.float32)))  # [N, K], nn.Linear layout
+
+    def run():
+        with torch.inference_mode():
+            return F.linear(x, w)
+
+    def close():
+        torch.set_num_threads(prev)
+
+    return run, close
