@@ -15,7 +15,9 @@ __all__ = ["PackedWeights", "pack_weights", "qgemm", "matmul_integer", "qlinear_
 _INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 _RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 _OUT_KIND = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
+_OUT_DTYPES = list(_OUT_KIND)
 _OUT_KIND.update({t.type: k for t, k in list(_OUT_KIND.items())})  # np.int32 as well as np.dtype
+_MAX_THREADS = _native.max_threads()  # the CPUs this process may use, fixed at import
 _isa_cache: dict = {}
 
 
@@ -35,9 +37,17 @@ def _isa_index(isa) -> int:
     return idx
 
 
+def _out_kind_slow(out_dtype) -> int:
+    """Any other dtype-like np.dtype() takes ('uint8', 'u1', ...)."""
+    try:
+        return _OUT_KIND[np.dtype(out_dtype)]
+    except (TypeError, KeyError):
+        raise InputError(f"out_dtype must be int32, float32, uint8 or int8, got {out_dtype!r}") from None
+
+
 def _threads(threads) -> int:
     if threads is None:
-        return _native.max_threads()
+        return _MAX_THREADS
     if not _is_int(threads) or threads < 1:
         raise InputError(f"threads must be a positive int or None, got {threads!r}")
     return int(threads)
@@ -88,19 +98,25 @@ def _positive_floats(x, name: str, allowed_len: int | None) -> np.ndarray:
     return arr
 
 
+def _as_float32_multiplier(m: np.ndarray, name: str) -> np.ndarray:
+    """Rounds once to float32, refusing values that become inf or 0 there."""
+    with np.errstate(over="ignore", under="ignore"):
+        m32 = m.astype(np.float32)
+    if not np.all(np.isfinite(m32)) or not np.all(m32 > 0):
+        raise InputError(f"{name} must stay finite and > 0 once rounded to float32, got {m.tolist()[:8]}")
+    return m32
+
+
 class PackedWeights:
     """B (K x N, uint8 or int8) prepared once; packed per ISA on first use and cached."""
 
-    __slots__ = ("native", "dtype", "zero_point")
+    __slots__ = ("native", "dtype", "zero_point", "shape")
 
     def __init__(self, native, dtype: np.dtype, zero_point: np.ndarray):
         self.native = native
         self.dtype = dtype
         self.zero_point = zero_point
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.native.K, self.native.N)
+        self.shape = (native.K, native.N)  # read on every qgemm call: keep it a plain tuple
 
     def layout(self, isa: str | None = None) -> dict:
         """The packed layout on one path: {'variant', 'nr', 'k_padded', 'bytes'}."""
@@ -136,8 +152,8 @@ def qgemm(a, packed: PackedWeights, *, a_zero_point=0, bias=None, multiplier=Non
         raise InputError(f"a_zero_point must be an int in {a.dtype} [{a_lo}, {a_hi}], got {a_zero_point!r}")
     kind = _OUT_KIND.get(out_dtype) if isinstance(out_dtype, (type, np.dtype)) else None
     if kind is None:
-        raise InputError(f"out_dtype must be int32, float32, uint8 or int8, got {out_dtype!r}")
-    out = np.dtype(out_dtype)
+        kind = _out_kind_slow(out_dtype)
+    out = _OUT_DTYPES[kind]
     if bias is not None:
         if not isinstance(bias, np.ndarray) or bias.dtype != np.int32 or bias.shape != (N,):
             got = f"{bias.dtype} {bias.shape}" if isinstance(bias, np.ndarray) else type(bias).__name__
@@ -147,9 +163,7 @@ def qgemm(a, packed: PackedWeights, *, a_zero_point=0, bias=None, multiplier=Non
     if kind != 0:
         if multiplier is None:
             raise InputError(f"out_dtype {out} needs a multiplier (scale of the accumulator)")
-        mult = _positive_floats(multiplier, "multiplier", N).astype(np.float32)
-        if not np.all(np.isfinite(mult)) or not np.all(mult > 0):
-            raise InputError("multiplier must stay finite and > 0 once rounded to float32")
+        mult = _as_float32_multiplier(_positive_floats(multiplier, "multiplier", N), "multiplier")
     elif multiplier is not None:
         raise InputError("out_dtype int32 returns the raw accumulator; drop the multiplier or pick another out_dtype")
     q_lo = q_hi = 0
@@ -202,8 +216,6 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     y_zp_arr = np.asarray(y_zero_point)
     if y_zp_arr.dtype not in _INT8_TYPES or y_zp_arr.size != 1:
         raise InputError(f"y_zero_point must be one uint8 or int8 value, got {y_zp_arr.dtype} shape {y_zp_arr.shape}")
-    mult = (s_a * s_b / s_y).astype(np.float32)
-    if not np.all(np.isfinite(mult)) or not np.all(mult > 0):
-        raise InputError(f"a_scale * b_scale / y_scale must be finite and > 0 in float32, got {mult.tolist()[:8]}")
+    mult = _as_float32_multiplier(s_a * s_b / s_y, "a_scale * b_scale / y_scale")
     return qgemm(a, pack_weights(b, b_zero_point), a_zero_point=a_zp, multiplier=mult,
                  out_zero_point=int(y_zp_arr.reshape(-1)[0]), out_dtype=y_zp_arr.dtype, threads=threads, isa=isa)

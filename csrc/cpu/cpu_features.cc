@@ -172,7 +172,7 @@ const char* isa_name(Isa isa) {
 Isa isa_from_name(const std::string& name) {
   for (int i = 0; i < kIsaCount; ++i)
     if (name == isa_name(Isa(i))) return Isa(i);
-  throw UnsupportedError("unknown ISA path '" + name +
+  throw InputError("unknown ISA path '" + name +
                          "'; expected one of: scalar, avx2, avx512vnni (or avx512vnni_emulated "
                          "for the portable model of the VNNI kernels)");
 }

@@ -17,7 +17,7 @@ enum class Isa : int {
 constexpr int kIsaCount = 4;
 
 const char* isa_name(Isa isa);
-// Throws UnsupportedError naming the known paths when `name` is not one of them.
+// Throws InputError naming the known paths when `name` is not one of them.
 Isa isa_from_name(const std::string& name);
 
 struct CpuInfo {
