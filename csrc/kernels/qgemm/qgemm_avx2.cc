@@ -260,16 +260,6 @@ void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, 
 
 }  // namespace
 
-QgemmKernels qgemm_kernels_avx2() {
-  QgemmKernels k;
-  k.mr = kMr;
-  k.nr = kNr;
-  k.pack_b = pack_b;
-  k.a_tile_bytes = a_tile_bytes;
-  k.pack_a = pack_a;
-  k.tile = tile;
-  k.gemv = gemv;
-  return k;
-}
+QgemmKernels qgemm_kernels_avx2() { return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv}; }
 
 }  // namespace pyrt

@@ -139,14 +139,4 @@ void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, 
   for (; p < p1; ++p) gemv_panels<1>(a, a_signed, K, N, b, p, ep);
 }
 
-QgemmKernels kernels() {
-  QgemmKernels k;
-  k.mr = kMr;
-  k.nr = kNr;
-  k.pack_b = pack_b;
-  k.a_tile_bytes = a_tile_bytes;
-  k.pack_a = pack_a;
-  k.tile = tile;
-  k.gemv = gemv;
-  return k;
-}
+QgemmKernels kernels() { return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv}; }
