@@ -31,10 +31,10 @@ def cpu_info() -> dict:
 
 
 def set_spin(spin: bool | int) -> None:
-    """Idle pool workers spin briefly before sleeping; False turns that off, an int sets
-    the spin in microseconds (default 200, or PYRUNTIME_SPIN)."""
+    """Idle pool workers spin briefly before sleeping; False turns that off, True restores
+    the default (PYRUNTIME_SPIN, else 200 us), an int sets the spin in microseconds."""
     if isinstance(spin, bool):
-        _native.set_spin_microseconds(200 if spin else 0)
+        _native.set_spin_microseconds(_native.default_spin_microseconds() if spin else 0)
     elif isinstance(spin, int) and spin >= 0:
         _native.set_spin_microseconds(spin)
     else:

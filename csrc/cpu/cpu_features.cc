@@ -150,6 +150,9 @@ Isa compute_process_isa() {
   const char* env = std::getenv("PYRUNTIME_ISA");
   if (env == nullptr || *env == 0) return cpu_info().available.back();
   Isa cap = isa_from_name(env);
+  if (cap == Isa::avx512vnni_emulated)
+    throw InputError("PYRUNTIME_ISA=avx512vnni_emulated: the emulated path is for tests, one call at a "
+                     "time (isa=...); as a process cap choose scalar, avx2 or avx512vnni.");
   if (!is_available(cap))
     throw UnsupportedError(std::string("PYRUNTIME_ISA=") + env +
                            " asks for a path this CPU or OS cannot run; available paths: " +

@@ -100,6 +100,7 @@ PYBIND11_MODULE(_native, m) {
   }, py::arg("kind"), py::arg("seconds") = 0.2);
   m.def("set_spin_microseconds", &set_spin_microseconds);
   m.def("spin_microseconds", &spin_microseconds);
+  m.def("default_spin_microseconds", &default_spin_microseconds);
 
   py::class_<PackedWeights, std::shared_ptr<PackedWeights>>(m, "PackedWeights")
       .def(py::init([](const py::array& b, const py::array_t<int32_t, py::array::c_style>& zp) {

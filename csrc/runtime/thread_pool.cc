@@ -154,6 +154,10 @@ void parallel_run(int n, const std::function<void(int)>& fn) {
 }
 
 void set_spin_microseconds(int us) { g_spin_us.store(us > 0 ? us : 0); }
+int default_spin_microseconds() {
+  static const int initial = initial_spin_us();
+  return initial;
+}
 int spin_microseconds() { return g_spin_us.load(); }
 
 }  // namespace pyrt

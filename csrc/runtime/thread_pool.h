@@ -17,5 +17,7 @@ void parallel_run(int n, const std::function<void(int)>& fn);
 // How long idle workers spin before sleeping; 0 turns spinning off.
 void set_spin_microseconds(int us);
 int spin_microseconds();
+// The spin at start-up: PYRUNTIME_SPIN, else 200 us.
+int default_spin_microseconds();
 
 }  // namespace pyrt

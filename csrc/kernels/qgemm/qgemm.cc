@@ -92,6 +92,8 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
                            std::to_string(worst) +
                            " > 2^31-1 and wrap int32; split K or narrow the weights");
 
+  // More threads than usable CPUs would only queue behind each other.
+  const int max_par = std::max(1, std::min(args.threads, max_threads()));
   const QgemmKernels& kern = qgemm_kernels(args.isa);
   const PackedPanels& pb = w.packed(args.isa);
 
@@ -143,7 +145,7 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
   const auto* a = static_cast<const uint8_t*>(args.a);
 
   if (M == 1) {
-    const int threads = std::max(1, std::min(args.threads, panels / kMinPanelsPerThread));
+    const int threads = std::max(1, std::min(max_par, panels / kMinPanelsPerThread));
     parallel_run(threads, [&](int tid) {
       const int p0 = int(int64_t(panels) * tid / threads), p1 = int(int64_t(panels) * (tid + 1) / threads);
       kern.gemv(a, args.a_signed, K, N, pb, p0, p1, ep);
@@ -156,9 +158,9 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
   const int mr = kern.mr;
   const int rows_per_block = round_up(kRowsPerBlock, mr);
   const int m_blocks = (M + rows_per_block - 1) / rows_per_block;
-  const int n_chunks = std::max(1, std::min(panels, (args.threads + m_blocks - 1) / m_blocks));
+  const int n_chunks = std::max(1, std::min(panels, (max_par + m_blocks - 1) / m_blocks));
   const int tasks = m_blocks * n_chunks;
-  const int threads = std::max(1, std::min(args.threads, tasks));
+  const int threads = std::max(1, std::min(max_par, tasks));
   const int panels_per_b_block = std::max<int>(1, int(kBBlockBytes / std::max<size_t>(pb.panel_bytes, 1)));
   const size_t tile_bytes = kern.a_tile_bytes(pb);
 
