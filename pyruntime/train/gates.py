@@ -1,0 +1,218 @@
+"""Decision gates (Shafiee et al.): hinge-trained heads at stage boundaries, threshold
+calibration under an accuracy-drop or MAC-budget target, and the contract's exit rules.
+
+A gate reads a frozen trunk: its input is parameter-free pooling of the stage output, so
+the pooled features are computed once and the gate's linear layer trains on them.
+The exit rules follow DESIGN.md's early-exit contract: `margin` exits when
+top1 - top2 >= threshold, `max` when top1 >= threshold, on the head's raw scores.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import engine
+from .models import Gate, GateConfig, Student
+
+RULES = ("margin", "max")
+NEVER = 1.0e9  # a finite threshold no score reaches: the gate never fires
+
+
+# ----------------------------------------------------------------------------- losses
+def multiclass_hinge(scores: torch.Tensor, y: torch.Tensor, margin: float = 1.0,
+                     kind: str = "crammer_singer") -> torch.Tensor:
+    """Multi-class hinge loss, averaged over the batch.
+
+    crammer_singer: max(0, margin - s_y + max_{j != y} s_j)  (what the `margin` rule reads)
+    weston_watkins: sum_{j != y} max(0, margin - s_y + s_j)
+    """
+    sy = scores.gather(1, y[:, None])
+    viol = margin - sy + scores
+    viol = viol.scatter(1, y[:, None], float("-inf") if kind == "crammer_singer" else 0.0)
+    if kind == "crammer_singer":
+        return viol.max(1).values.clamp_min(0).mean()
+    if kind == "weston_watkins":
+        return viol.clamp_min(0).sum(1).mean()
+    raise ValueError(f"unknown hinge kind {kind!r}")
+
+
+# ----------------------------------------------------------------------------- training
+def make_gates(student: Student, gate_cfgs) -> list[Gate]:
+    return [Gate(g, student.stage_shapes[g.stage], student.cfg.num_classes) for g in gate_cfgs]
+
+
+@torch.no_grad()
+def pooled_features(student, gates, x, feature_fn=None, bs=1000, desc="gate features") -> list[torch.Tensor]:
+    """Per gate, the pooled (flattened) features of the frozen trunk on x.
+    feature_fn(xb) -> {stage: tensor} overrides the trunk (e.g. the int8-simulated one)."""
+    feature_fn = feature_fn or (lambda xb: student.forward_features(xb))
+    student.eval()
+    outs = [[] for _ in gates]
+    x = torch.as_tensor(x)
+    for i in tqdm(range(0, len(x), bs), desc=desc, leave=False):
+        feats = feature_fn(x[i:i + bs])
+        for k, g in enumerate(gates):
+            outs[k].append(g.pool(feats[g.gcfg.stage]))
+    return [torch.cat(o) for o in outs]
+
+
+def train_gate(gate: Gate, feats: torch.Tensor, y, loss: str = "hinge", epochs: int = 30, lr: float = 3e-3,
+               weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0, progress=True, desc=None):
+    """Trains gate.fc on precomputed pooled features (the trunk is frozen)."""
+    y = torch.as_tensor(y)
+    torch.manual_seed(seed)
+
+    def loss_fn(m, fb, yb, idx, flip, prog):
+        s = m(fb)
+        return multiclass_hinge(s, yb) if loss == "hinge" else F.cross_entropy(s, yb)
+
+    return engine.fit(gate.fc, feats, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      optimizer="adamw", loss_fn=loss_fn, seed=seed, desc=desc or f"gate ({loss})",
+                      progress=progress)
+
+
+def train_gates(student, gate_cfgs, train_x, train_y, loss="hinge", epochs=30, seed=0, progress=True,
+                feats=None, feature_fn=None):
+    gates = make_gates(student, gate_cfgs)
+    for k, g in enumerate(gates):
+        torch.manual_seed(seed + k)
+        g.fc.reset_parameters() if hasattr(g.fc, "reset_parameters") else None
+    if feats is None:
+        feats = pooled_features(student, gates, train_x, feature_fn=feature_fn)
+    for k, g in enumerate(gates):
+        train_gate(g, feats[k], train_y, loss=loss, epochs=epochs, seed=seed + k, progress=progress,
+                   desc=f"gate {g.gcfg.stage} ({loss})")
+        g.eval()
+    return gates, feats
+
+
+@torch.no_grad()
+def gate_logits(gates, feats) -> list[np.ndarray]:
+    return [g.fc(f).numpy() for g, f in zip(gates, feats)]
+
+
+# ----------------------------------------------------------------------------- rules
+def rule_score(scores: np.ndarray, rule: str) -> np.ndarray:
+    s = np.sort(np.asarray(scores, dtype=np.float64), axis=1)
+    if rule == "margin":
+        return s[:, -1] - s[:, -2]
+    if rule == "max":
+        return s[:, -1]
+    raise ValueError(f"unknown rule {rule!r}; use one of {RULES}")
+
+
+def apply_exits(final: np.ndarray, heads: list, rules: list, thresholds: list):
+    """The contract, per sample: the first gate whose rule fires supplies the row and the
+    exit index k; samples no gate takes get the final head's row and index K."""
+    final = np.asarray(final)
+    n, K = final.shape[0], len(heads)
+    out = final.copy()
+    idx = np.full(n, K, dtype=np.int64)
+    open_ = np.ones(n, dtype=bool)
+    for k, (h, r, t) in enumerate(zip(heads, rules, thresholds)):
+        fire = open_ & (rule_score(h, r) >= t)
+        out[fire] = np.asarray(h)[fire]
+        idx[fire] = k
+        open_ &= ~fire
+    return out, idx
+
+
+def exit_stats(final, heads, rules, thresholds, y, macs_fractions) -> dict:
+    """Accuracy, expected MACs (fraction of the full graph) and per-gate rows."""
+    out, idx = apply_exits(final, heads, rules, thresholds)
+    y = np.asarray(y)
+    K = len(heads)
+    fr = np.append(np.asarray(macs_fractions, dtype=np.float64), 1.0)
+    correct = out.argmax(1) == y
+    rows = []
+    for k in range(K + 1):
+        m = idx == k
+        rows.append({"exit": k, "name": f"gate {k}" if k < K else "final", "rate": float(m.mean()),
+                     "accuracy": float(correct[m].mean()) if m.any() else float("nan"),
+                     "macs_fraction": float(fr[k])})
+    return {"accuracy": float(correct.mean()), "expected_macs": float(fr[idx].mean()), "per_exit": rows,
+            "exit_index": idx}
+
+
+# ----------------------------------------------------------------------------- calibration
+def _options(head, n_cand, rules):
+    """Candidate (rule, threshold) pairs for one gate: quantiles of each rule's score."""
+    opts = [("max", NEVER)]
+    for r in rules:
+        sc = rule_score(head, r)
+        qs = np.unique(np.quantile(sc, np.linspace(0.0, 1.0, n_cand)))
+        opts += [(r, float(t)) for t in qs]
+    return opts
+
+
+def calibrate(final, heads, y, macs_fractions, *, max_drop: float = 0.005, macs_budget: float | None = None,
+              rules=RULES, n_candidates: int | None = None, return_sweep: bool = False) -> dict:
+    """Chooses a rule and a threshold per gate on held-out data.
+
+    Target: with `macs_budget` None, the lowest expected MACs whose accuracy is at least the
+    final head's accuracy minus `max_drop` (a fraction: 0.005 = 0.5pp); with a budget (a
+    fraction of the full graph's MACs), the best accuracy within it. The search is
+    exhaustive over a grid of score quantiles per gate and rule (plus 'never exit').
+    """
+    final = np.asarray(final)
+    y = np.asarray(y)
+    K = len(heads)
+    fr = np.append(np.asarray(macs_fractions, dtype=np.float64), 1.0)
+    if n_candidates is None:
+        n_candidates = max(4, int(round((20000.0 ** (1.0 / max(K, 1))) / len(rules))))
+    opts = [_options(h, n_candidates, rules) for h in heads]
+    fires = [[rule_score(h, r) >= t for (r, t) in o] for h, o in zip(heads, opts)]
+    corrects = [np.asarray(h).argmax(1) == y for h in heads] + [final.argmax(1) == y]
+    base = float(corrects[-1].mean())
+    n = len(y)
+    sweep = []
+    best = None
+    for combo in itertools.product(*[range(len(o)) for o in opts]):
+        open_ = np.ones(n, dtype=bool)
+        correct = 0
+        macs = 0.0
+        for k, c in enumerate(combo):
+            f = fires[k][c] & open_
+            cnt = int(f.sum())
+            if cnt:
+                correct += int((corrects[k] & f).sum())
+                macs += cnt * fr[k]
+                open_ &= ~f
+        rest = int(open_.sum())
+        correct += int((corrects[-1] & open_).sum())
+        macs += rest * fr[-1]
+        acc, em = correct / n, macs / n
+        sweep.append((em, acc))
+        ok = (em <= macs_budget + 1e-12) if macs_budget is not None else (acc >= base - max_drop - 1e-12)
+        if not ok:
+            continue
+        key = (-acc, em) if macs_budget is not None else (em, -acc)
+        if best is None or key < best[0]:
+            best = (key, combo, acc, em)
+    if best is None:  # an unreachable budget: never exit
+        combo = tuple(0 for _ in heads)
+        acc, em = base, 1.0
+    else:
+        _, combo, acc, em = best
+    chosen = [opts[k][c] for k, c in enumerate(combo)]
+    res = {"rules": [r for r, _ in chosen], "thresholds": [t for _, t in chosen], "accuracy": acc,
+           "expected_macs": em, "base_accuracy": base, "target": {"max_drop": max_drop, "macs_budget": macs_budget}}
+    if return_sweep:
+        res["pareto"] = pareto(sweep)
+    return res
+
+
+def pareto(points) -> list[tuple[float, float]]:
+    """The (expected MACs, accuracy) points no other point beats on both."""
+    pts = sorted(set(points), key=lambda p: (p[0], -p[1]))
+    out, best_acc = [], -1.0
+    for em, acc in pts:
+        if acc > best_acc:
+            out.append((em, acc))
+            best_acc = acc
+    return out
