@@ -19,9 +19,10 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 _native.process_isa()
 
 from . import ops  # noqa: E402
+from .model import Model, load  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["cpu_info", "set_spin", "ops", "PyRuntimeError", "ModelError", "UnsupportedError", "InputError"]
+__all__ = ["load", "Model", "cpu_info", "set_spin", "ops", "PyRuntimeError", "ModelError", "UnsupportedError", "InputError"]
 
 
 def cpu_info() -> dict:

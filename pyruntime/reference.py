@@ -68,6 +68,20 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     return requantize(acc, requant_multiplier(a_scale, b_scale, y_scale), int(y_zp), lo, hi, y_zp.dtype)
 
 
+def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype) -> np.ndarray:
+    """Quantized Add (QLinearAdd, DQ -> Add -> Q), with numpy broadcasting:
+    saturate(round_half_even(f32(a - a_zp) * m_a + f32(b - b_zp) * m_b) + y_zp), where
+    m_a = f32(s_a / s_y) and m_b = f32(s_b / s_y) are computed in double; two f32 products,
+    one f32 sum, no FMA."""
+    lo, hi = dtype_range(dtype)
+    m_a = np.float32(np.float64(a_scale) / np.float64(y_scale))
+    m_b = np.float32(np.float64(b_scale) / np.float64(y_scale))
+    pa = (np.asarray(a, np.int32) - np.int32(a_zero_point)).astype(np.float32) * m_a
+    pb = (np.asarray(b, np.int32) - np.int32(b_zero_point)).astype(np.float32) * m_b
+    v = np.rint((pa + pb).astype(np.float32)) + np.float32(y_zero_point)
+    return np.clip(v, lo, hi).astype(dtype)
+
+
 def quantize_linear(x, scale, zero_point, dtype) -> np.ndarray:
     """saturate(round_half_even(x / s) + zp); NaN quantizes to zp, +-inf saturates."""
     lo, hi = dtype_range(dtype)

@@ -60,6 +60,8 @@ py::array run_qgemm(const PackedWeights& w, const py::array& a, int32_t a_zp, co
 
 }  // namespace
 
+void bind_program(py::module_& m);  // program_bindings.cc
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "pyruntime native core";
   py::register_exception_translator([](std::exception_ptr p) {
@@ -89,6 +91,7 @@ PYBIND11_MODULE(_native, m) {
     d["flags"] = info.flags;
     return d;
   });
+  bind_program(m);
   m.def("process_isa", [] { return isa_name(process_isa()); });
   m.def("resolve_isa", [](const std::string& name) { return int(resolve_isa(name)); },
         "ISA name ('' = process path) -> index; raises UnsupportedError when unusable");

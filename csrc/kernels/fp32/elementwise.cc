@@ -1,0 +1,247 @@
+#include "elementwise.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "pyruntime/errors.h"
+
+namespace pyrt {
+namespace {
+
+// Integer Div truncates toward zero like ONNX's reference (numpy would floor); division
+// by zero yields 0 instead of trapping.
+template <typename T>
+inline T apply(int op, T a, T b) {
+  switch (op) {
+    case 0: return T(a + b);
+    case 1: return T(a - b);
+    case 2: return T(a * b);
+    default:
+      if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : T(a / b);
+      else return a / b;
+  }
+}
+
+template <typename T>
+void binary_typed(const Step& s, const StepIO& io) {
+  const int op = int(s.ints[0]), R = int(s.ints[1]);
+  const int64_t* shape = &s.ints[2];
+  const int64_t* sa = shape + R;
+  const int64_t* sb = sa + R;
+  const T* a = static_cast<const T*>(io.in[0]);
+  const T* b = static_cast<const T*>(io.in[1]);
+  T* y = static_cast<T*>(io.out[0]);
+  const int64_t total = io.out_v[0]->elements();
+  if (total == 0) return;
+  if (R == 0) {
+    y[0] = apply<T>(op, a[0], b[0]);
+    return;
+  }
+  // Walk the output in row-major order; the innermost dimension is a tight loop.
+  const int64_t inner = shape[R - 1], ia = sa[R - 1], ib = sb[R - 1];
+  int64_t idx[8] = {0};
+  int64_t oa = 0, ob = 0;
+  for (int64_t done = 0; done < total; done += inner) {
+    if (ia == 1 && ib == 1) {
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, a[oa + j], b[ob + j]);
+    } else if (ia == 1 && ib == 0) {
+      const T bv = b[ob];
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, a[oa + j], bv);
+    } else if (ia == 0 && ib == 1) {
+      const T av = a[oa];
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, av, b[ob + j]);
+    } else {
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, a[oa + j * ia], b[ob + j * ib]);
+    }
+    y += inner;
+    for (int d = R - 2; d >= 0; --d) {
+      oa += sa[d];
+      ob += sb[d];
+      if (++idx[d] < shape[d]) break;
+      oa -= sa[d] * shape[d];
+      ob -= sb[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+void binary_op(const Step& s, const StepIO& io) {
+  switch (io.out_v[0]->dtype) {
+    case DType::f32: return binary_typed<float>(s, io);
+    case DType::s32: return binary_typed<int32_t>(s, io);
+    case DType::s64: return binary_typed<int64_t>(s, io);
+    case DType::u8: return binary_typed<uint8_t>(s, io);
+    case DType::s8: return binary_typed<int8_t>(s, io);
+    default: throw UnsupportedError("binary op on this dtype");
+  }
+}
+
+void unary_op(const Step& s, const StepIO& io) {
+  const float* x = static_cast<const float*>(io.in[0]);
+  float* y = static_cast<float*>(io.out[0]);
+  const int64_t n = io.out_v[0]->elements();
+  switch (s.ints[0]) {
+    case 0:
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : (x[i] == x[i] ? 0.0f : x[i]);
+      break;
+    case 1: {
+      // Bounds may be runtime inputs (opset >= 11); the floats hold the defaults.
+      const float lo = io.in.size() > 1 && io.in[1] ? *static_cast<const float*>(io.in[1]) : float(s.floats[0]);
+      const float hi = io.in.size() > 2 && io.in[2] ? *static_cast<const float*>(io.in[2]) : float(s.floats[1]);
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] != x[i] ? x[i] : std::min(std::max(x[i], lo), hi);
+      break;
+    }
+    case 2:
+      for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+      break;
+    default:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+  }
+}
+
+void softmax_op(const Step& s, const StepIO& io) {
+  const int64_t outer = s.ints[0], len = s.ints[1], inner = s.ints[2];
+  const float* x = static_cast<const float*>(io.in[0]);
+  float* y = static_cast<float*>(io.out[0]);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float* xs = x + o * len * inner + i;
+      float* ys = y + o * len * inner + i;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < len; ++j) mx = std::max(mx, xs[j * inner]);
+      float sum = 0;
+      for (int64_t j = 0; j < len; ++j) sum += (ys[j * inner] = std::exp(xs[j * inner] - mx));
+      for (int64_t j = 0; j < len; ++j) ys[j * inner] /= sum;
+    }
+}
+
+void reduce_mean_op(const Step& s, const StepIO& io) {
+  const int64_t outer = s.ints[0], len = s.ints[1], inner = s.ints[2];
+  const float* x = static_cast<const float*>(io.in[0]);
+  float* y = static_cast<float*>(io.out[0]);
+  for (int64_t o = 0; o < outer; ++o) {
+    float* yo = y + o * inner;
+    for (int64_t i = 0; i < inner; ++i) yo[i] = 0;
+    for (int64_t j = 0; j < len; ++j) {
+      const float* xs = x + (o * len + j) * inner;
+      for (int64_t i = 0; i < inner; ++i) yo[i] += xs[i];
+    }
+    const float scale = len ? 1.0f / float(len) : std::numeric_limits<float>::quiet_NaN();
+    for (int64_t i = 0; i < inner; ++i) yo[i] *= scale;
+  }
+}
+
+void batch_norm_op(const Step& s, const StepIO& io) {
+  const int64_t N = s.ints[0], C = s.ints[1], inner = s.ints[2];
+  const float eps = float(s.floats[0]);
+  const float* x = static_cast<const float*>(io.in[0]);
+  const float* scale = static_cast<const float*>(io.in[1]);
+  const float* bias = static_cast<const float*>(io.in[2]);
+  const float* mean = static_cast<const float*>(io.in[3]);
+  const float* var = static_cast<const float*>(io.in[4]);
+  float* y = static_cast<float*>(io.out[0]);
+  for (int64_t c = 0; c < C; ++c) {
+    const float g = scale[c] / std::sqrt(var[c] + eps), b = bias[c] - mean[c] * g;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xs = x + (n * C + c) * inner;
+      float* ys = y + (n * C + c) * inner;
+      for (int64_t i = 0; i < inner; ++i) ys[i] = xs[i] * g + b;
+    }
+  }
+}
+
+void copy_op(const Step&, const StepIO& io) {
+  const size_t bytes = size_t(io.out_v[0]->elements()) * dtype_size(io.out_v[0]->dtype);
+  if (io.out[0] != io.in[0] && bytes) std::memmove(io.out[0], io.in[0], bytes);
+}
+
+void transpose_op(const Step& s, const StepIO& io) {
+  const int R = int(s.ints[0]);
+  const int64_t* in_shape = &s.ints[1];
+  const int64_t* perm = in_shape + R;
+  const size_t es = dtype_size(io.out_v[0]->dtype);
+  int64_t in_strides[8], out_shape[8], src_stride[8];
+  int64_t st = 1;
+  for (int d = R - 1; d >= 0; --d) {
+    in_strides[d] = st;
+    st *= in_shape[d];
+  }
+  for (int d = 0; d < R; ++d) {
+    out_shape[d] = in_shape[perm[d]];
+    src_stride[d] = in_strides[perm[d]];
+  }
+  const int64_t total = io.out_v[0]->elements();
+  const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
+  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
+  int64_t idx[8] = {0}, off = 0;
+  for (int64_t i = 0; i < total; ++i) {
+    std::memcpy(y + i * es, x + off * es, es);
+    for (int d = R - 1; d >= 0; --d) {
+      off += src_stride[d];
+      if (++idx[d] < out_shape[d]) break;
+      off -= src_stride[d] * out_shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+void concat_op(const Step& s, const StepIO& io) {
+  const int64_t outer = s.ints[0];
+  const size_t n_in = io.in.size();
+  int64_t out_row = 0;
+  for (size_t i = 0; i < n_in; ++i) out_row += s.ints[1 + i];
+  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
+  for (int64_t o = 0; o < outer; ++o)
+    for (size_t i = 0; i < n_in; ++i) {
+      const int64_t row = s.ints[1 + i];
+      if (row) std::memcpy(y, static_cast<const uint8_t*>(io.in[i]) + o * row, size_t(row));
+      y += row;
+    }
+}
+
+void gather_op(const Step& s, const StepIO& io) {
+  const int64_t outer = s.ints[0], axis_len = s.ints[1], inner = s.ints[2], n_idx = s.ints[3];
+  const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
+  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
+  const bool idx64 = io.in_v[1]->dtype == DType::s64;
+  for (int64_t j = 0; j < n_idx; ++j) {
+    int64_t k = idx64 ? static_cast<const int64_t*>(io.in[1])[j] : static_cast<const int32_t*>(io.in[1])[j];
+    if (k < 0) k += axis_len;
+    if (k < 0 || k >= axis_len)
+      throw InputError("Gather index " + std::to_string(k) + " is outside the axis of length " +
+                       std::to_string(axis_len));
+  }
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t j = 0; j < n_idx; ++j) {
+      int64_t k = idx64 ? static_cast<const int64_t*>(io.in[1])[j] : static_cast<const int32_t*>(io.in[1])[j];
+      if (k < 0) k += axis_len;
+      std::memcpy(y + (o * n_idx + j) * inner, x + (o * axis_len + k) * inner, size_t(inner));
+    }
+}
+
+void matmul_f32_op(const Step& s, const StepIO& io) {
+  const int64_t batches = s.ints[0], M = s.ints[1], K = s.ints[2], N = s.ints[3];
+  const float* a = static_cast<const float*>(io.in[0]);
+  const float* b = static_cast<const float*>(io.in[1]);
+  float* y = static_cast<float*>(io.out[0]);
+  for (int64_t bi = 0; bi < batches; ++bi) {
+    const float* ab = a + s.ints[4 + 2 * bi];
+    const float* bb = b + s.ints[5 + 2 * bi];
+    float* yb = y + bi * M * N;
+    for (int64_t m = 0; m < M; ++m) {
+      float* row = yb + m * N;
+      for (int64_t n = 0; n < N; ++n) row[n] = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const float av = ab[m * K + k];
+        const float* brow = bb + k * N;
+        for (int64_t n = 0; n < N; ++n) row[n] += av * brow[n];
+      }
+    }
+  }
+}
+
+}  // namespace pyrt

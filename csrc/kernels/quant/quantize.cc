@@ -1,0 +1,203 @@
+#include "quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../qgemm/requant.h"
+#include "pyruntime/errors.h"
+
+namespace pyrt {
+namespace {
+
+int32_t read_int(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::u8: return static_cast<const uint8_t*>(p)[i];
+    case DType::s8: return static_cast<const int8_t*>(p)[i];
+    case DType::s32: return static_cast<const int32_t*>(p)[i];
+    default: return int32_t(static_cast<const int64_t*>(p)[i]);
+  }
+}
+
+void check_scale(float s, const char* op) {
+  if (!(s > 0.0f) || !std::isfinite(s))
+    throw InputError(std::string(op) + " received scale " + std::to_string(s) +
+                     " at run time; scales must be finite and > 0");
+}
+
+// saturate(round_half_even(x / s) + zp); NaN -> zp; +-inf saturates.
+inline int32_t quantize_one(float x, float s, int32_t zp, int32_t lo, int32_t hi) {
+  const float q = x / s;
+  if (q != q) return std::min(std::max(zp, lo), hi);
+  const float r = __builtin_roundevenf(q) + float(zp);
+  return int32_t(std::min(std::max(r, float(lo)), float(hi)));
+}
+
+}  // namespace
+
+void quantize_op(const Step& s, const StepIO& io) {
+  const int64_t outer = s.ints[0], axis_len = s.ints[1], inner = s.ints[2];
+  const bool per_axis = s.ints[3] != 0;
+  const DType out = io.out_v[0]->dtype;
+  const int32_t lo = out == DType::u8 ? 0 : -128, hi = out == DType::u8 ? 255 : 127;
+  const float* x = static_cast<const float*>(io.in[0]);
+  const float* scale = static_cast<const float*>(io.in[1]);
+  const bool has_zp = io.in.size() > 2 && io.in[2];
+  for (int64_t c = 0; c < (per_axis ? axis_len : 1); ++c) check_scale(scale[c], "QuantizeLinear");
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t c = 0; c < axis_len; ++c) {
+      const int64_t ch = per_axis ? c : 0;
+      const float sc = scale[ch];
+      const int32_t zp = has_zp ? read_int(io.in[2], io.in_v[2]->dtype, ch) : 0;
+      const int64_t base = (o * axis_len + c) * inner;
+      if (out == DType::u8) {
+        uint8_t* y = static_cast<uint8_t*>(io.out[0]) + base;
+        for (int64_t i = 0; i < inner; ++i) y[i] = uint8_t(quantize_one(x[base + i], sc, zp, lo, hi));
+      } else {
+        int8_t* y = static_cast<int8_t*>(io.out[0]) + base;
+        for (int64_t i = 0; i < inner; ++i) y[i] = int8_t(quantize_one(x[base + i], sc, zp, lo, hi));
+      }
+    }
+}
+
+void dequantize_op(const Step& s, const StepIO& io) {
+  const int64_t outer = s.ints[0], axis_len = s.ints[1], inner = s.ints[2];
+  const bool per_axis = s.ints[3] != 0;
+  const DType in = io.in_v[0]->dtype;
+  const float* scale = static_cast<const float*>(io.in[1]);
+  const bool has_zp = io.in.size() > 2 && io.in[2];
+  float* y = static_cast<float*>(io.out[0]);
+  for (int64_t c = 0; c < (per_axis ? axis_len : 1); ++c) check_scale(scale[c], "DequantizeLinear");
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t c = 0; c < axis_len; ++c) {
+      const int64_t ch = per_axis ? c : 0;
+      const float sc = scale[ch];
+      const int32_t zp = has_zp ? read_int(io.in[2], io.in_v[2]->dtype, ch) : 0;
+      const int64_t base = (o * axis_len + c) * inner;
+      for (int64_t i = 0; i < inner; ++i) y[base + i] = float(read_int(io.in[0], in, base + i) - zp) * sc;
+    }
+}
+
+// ONNX DynamicQuantizeLinear: range widened to include 0, scale = range / 255,
+// zero point = saturate(round_half_even(-min / scale)), then QuantizeLinear.
+void dynamic_quantize_op(const Step&, const StepIO& io) {
+  const float* x = static_cast<const float*>(io.in[0]);
+  const int64_t n = io.in_v[0]->elements();
+  float mn = 0, mx = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  const float scale = (mx - mn) / 255.0f;
+  int32_t zp = 0;
+  if (scale > 0) zp = int32_t(std::min(std::max(__builtin_roundevenf(-mn / scale), 0.0f), 255.0f));
+  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
+  for (int64_t i = 0; i < n; ++i) y[i] = scale > 0 ? uint8_t(quantize_one(x[i], scale, zp, 0, 255)) : uint8_t(zp);
+  *static_cast<float*>(io.out[1]) = scale;
+  *static_cast<uint8_t*>(io.out[2]) = uint8_t(zp);
+}
+
+namespace {
+
+// y = saturate(round_half_even(f32(a - a_zp) * m_a + f32(b - b_zp) * m_b) + y_zp): two f32
+// products and one f32 sum, no FMA (reference.qlinear_add).
+template <typename TA, typename TB, typename TY>
+void qadd_typed(const Step& s, const StepIO& io) {
+  const int R = int(s.ints[0]);
+  const int64_t* shape = &s.ints[1];
+  const int64_t* sa = shape + R;
+  const int64_t* sb = sa + R;
+  const int32_t a_zp = int32_t(sb[R]), b_zp = int32_t(sb[R + 1]), y_zp = int32_t(sb[R + 2]);
+  const float ma = float(s.floats[0]), mb = float(s.floats[1]);
+  const float lo = std::is_same_v<TY, uint8_t> ? 0.0f : -128.0f, hi = std::is_same_v<TY, uint8_t> ? 255.0f : 127.0f;
+  const TA* a = static_cast<const TA*>(io.in[0]);
+  const TB* b = static_cast<const TB*>(io.in[1]);
+  TY* y = static_cast<TY*>(io.out[0]);
+  const int64_t total = io.out_v[0]->elements();
+  int64_t idx[8] = {0}, oa = 0, ob = 0;
+  for (int64_t i = 0; i < total; ++i) {
+    const float pa = float(int32_t(a[oa]) - a_zp) * ma;
+    const float pb = float(int32_t(b[ob]) - b_zp) * mb;
+    const float v = __builtin_roundevenf(pa + pb) + float(y_zp);
+    y[i] = TY(std::min(std::max(v, lo), hi));
+    for (int d = R - 1; d >= 0; --d) {
+      oa += sa[d];
+      ob += sb[d];
+      if (++idx[d] < shape[d]) break;
+      oa -= sa[d] * shape[d];
+      ob -= sb[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+template <typename TA, typename TB>
+void qadd_out(const Step& s, const StepIO& io) {
+  if (io.out_v[0]->dtype == DType::u8) return qadd_typed<TA, TB, uint8_t>(s, io);
+  return qadd_typed<TA, TB, int8_t>(s, io);
+}
+
+template <typename TA>
+void qadd_b(const Step& s, const StepIO& io) {
+  if (io.in_v[1]->dtype == DType::u8) return qadd_out<TA, uint8_t>(s, io);
+  return qadd_out<TA, int8_t>(s, io);
+}
+
+}  // namespace
+
+void qadd_op(const Step& s, const StepIO& io) {
+  if (io.in_v[0]->dtype == DType::u8) return qadd_b<uint8_t>(s, io);
+  return qadd_b<int8_t>(s, io);
+}
+
+void matmul_int_op(const Step& s, const StepIO& io) {
+  const int64_t batches = s.ints[0], M = s.ints[1], K = s.ints[2], N = s.ints[3];
+  const bool requant = s.ints[4] != 0;
+  const DType ta = io.in_v[0]->dtype, tb = io.in_v[1]->dtype;
+  const auto opt = [&](size_t i) { return io.in.size() > i && io.in[i] ? i : size_t(0); };
+  const size_t i_azp = opt(2), i_bzp = opt(3);
+  const int64_t n_bzp = i_bzp ? io.in_v[i_bzp]->elements() : 0;
+  const int32_t a_zp = i_azp ? read_int(io.in[i_azp], io.in_v[i_azp]->dtype, 0) : 0;
+  std::vector<float> mult;
+  Epilogue ep{};
+  if (requant) {
+    // QLinearMatMul: m = f32(s_a * s_b[n] / s_y), computed in double.
+    const float sa = *static_cast<const float*>(io.in[4]);
+    const float* sb = static_cast<const float*>(io.in[5]);
+    const float sy = *static_cast<const float*>(io.in[6]);
+    const int64_t n_sb = io.in_v[5]->elements();
+    check_scale(sa, "QLinearMatMul a_scale");
+    check_scale(sy, "QLinearMatMul y_scale");
+    mult.resize(N);
+    for (int64_t n = 0; n < N; ++n) {
+      check_scale(sb[n_sb == 1 ? 0 : n], "QLinearMatMul b_scale");
+      mult[n] = float(double(sa) * double(sb[n_sb == 1 ? 0 : n]) / double(sy));
+    }
+    const DType ty = io.out_v[0]->dtype;
+    ep.out_zp = io.in.size() > 7 && io.in[7] ? read_int(io.in[7], io.in_v[7]->dtype, 0) : 0;
+    ep.lo_f = float((ty == DType::u8 ? 0 : -128) - ep.out_zp);
+    ep.hi_f = float((ty == DType::u8 ? 255 : 127) - ep.out_zp);
+  }
+  for (int64_t bi = 0; bi < batches; ++bi) {
+    const int64_t ao = s.ints[5 + 2 * bi], bo = s.ints[6 + 2 * bi];
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        const int32_t bz = n_bzp ? read_int(io.in[i_bzp], io.in_v[i_bzp]->dtype, n_bzp == 1 ? 0 : n) : 0;
+        uint32_t acc = 0;
+        for (int64_t k = 0; k < K; ++k)
+          acc += uint32_t((read_int(io.in[0], ta, ao + m * K + k) - a_zp) * (read_int(io.in[1], tb, bo + k * N + n) - bz));
+        const int64_t at = (bi * M + m) * N + n;
+        if (!requant) {
+          static_cast<int32_t*>(io.out[0])[at] = int32_t(acc);
+        } else {
+          const int32_t q = requantize_one(int32_t(acc), mult[n], ep);
+          if (io.out_v[0]->dtype == DType::u8)
+            static_cast<uint8_t*>(io.out[0])[at] = uint8_t(q);
+          else
+            static_cast<int8_t*>(io.out[0])[at] = int8_t(q);
+        }
+      }
+  }
+}
+
+}  // namespace pyrt

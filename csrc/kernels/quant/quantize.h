@@ -1,0 +1,15 @@
+// Quantization ops of the executor, following DESIGN.md's rules exactly (reference.py).
+#pragma once
+#include "../../runtime/program.h"
+
+namespace pyrt {
+
+void quantize_op(const Step& s, const StepIO& io);
+void dequantize_op(const Step& s, const StepIO& io);
+void dynamic_quantize_op(const Step& s, const StepIO& io);
+// Quantized Add with broadcasting (QLinearAdd, DQ -> Add -> Q).
+void qadd_op(const Step& s, const StepIO& io);
+// MatMulInteger / QLinearMatMul with any operand a runtime tensor, batched.
+void matmul_int_op(const Step& s, const StepIO& io);
+
+}  // namespace pyrt

@@ -1,0 +1,122 @@
+// Bindings of the executor: building Programs from the Python lowering, and running them.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "../kernels/fp32/sgemm.h"
+#include "../runtime/program.h"
+#include "pyruntime/errors.h"
+
+namespace py = pybind11;
+using namespace pyrt;
+
+namespace {
+
+const char* dtype_str(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::u8: return "uint8";
+    case DType::s8: return "int8";
+    case DType::s32: return "int32";
+    case DType::s64: return "int64";
+    case DType::boolean: return "bool";
+  }
+  return "?";
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+
+py::list run_program(const Program& p, const py::list& feeds, const std::vector<std::string>& names, int threads,
+                     int isa) {
+  const auto& in_ids = p.inputs();
+  if (py::len(feeds) != in_ids.size()) throw InputError("expected " + std::to_string(in_ids.size()) + " inputs");
+  std::vector<py::array> keep;
+  std::vector<const void*> ins;
+  for (size_t i = 0; i < in_ids.size(); ++i) {
+    const Value& v = p.value(in_ids[i]);
+    py::array a = py::reinterpret_borrow<py::array>(feeds[i]);
+    if (std::string(py::str(a.dtype())) != dtype_str(v.dtype))
+      throw InputError("input '" + names[i] + "' has dtype " + std::string(py::str(a.dtype())) + ", expected " +
+                       dtype_str(v.dtype) + " (no silent casts: convert it with .astype)");
+    std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+    if (shape != v.shape)
+      throw InputError("input '" + names[i] + "' has shape " + shape_str(shape) + ", expected " + shape_str(v.shape));
+    if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
+    ins.push_back(a.data());
+    keep.push_back(a);
+  }
+  py::list results;
+  std::vector<void*> outs;
+  for (int id : p.outputs()) {
+    const Value& v = p.value(id);
+    py::array arr(py::dtype(dtype_str(v.dtype)), std::vector<py::ssize_t>(v.shape.begin(), v.shape.end()));
+    outs.push_back(arr.mutable_data());
+    results.append(arr);
+  }
+  {
+    py::gil_scoped_release release;
+    p.run(ins, outs, threads, Isa(isa));
+  }
+  return results;
+}
+
+}  // namespace
+
+void bind_program(py::module_& m) {
+  py::class_<PackedSgemm, std::shared_ptr<PackedSgemm>>(m, "PackedSgemm")
+      .def(py::init([](const py::array_t<float, py::array::c_style | py::array::forcecast>& b) {
+        if (b.ndim() != 2) throw InputError("PackedSgemm needs a 2-D float32 matrix");
+        return std::make_shared<PackedSgemm>(b.data(), int(b.shape(0)), int(b.shape(1)), b.shape(1));
+      }))
+      .def_property_readonly("K", &PackedSgemm::K)
+      .def_property_readonly("N", &PackedSgemm::N);
+
+  py::class_<Program, std::shared_ptr<Program>>(m, "Program")
+      .def(py::init<>())
+      .def("add_value",
+           [](Program& p, int dtype, std::vector<int64_t> shape, int home, int64_t index) {
+             Value v;
+             v.dtype = DType(dtype);
+             v.shape = std::move(shape);
+             v.home = Home(home);
+             v.index = index;
+             return p.add_value(v);
+           })
+      .def("add_constant",
+           [](Program& p, const py::array& a) {
+             py::array c = py::array::ensure(a, py::array::c_style);
+             const size_t bytes = size_t(c.nbytes());
+             auto buf = std::shared_ptr<uint8_t>(new uint8_t[std::max<size_t>(bytes, 8) + 64](),
+                                                 std::default_delete<uint8_t[]>());
+             std::memcpy(buf.get(), c.data(), bytes);
+             return p.add_constant(std::static_pointer_cast<void>(buf));
+           })
+      .def("add_step",
+           [](Program& p, int op, std::vector<int> inputs, std::vector<int> outputs, std::vector<int64_t> ints,
+              std::vector<double> floats, std::shared_ptr<PackedWeights> qw, std::shared_ptr<PackedSgemm> fw,
+              std::vector<int32_t> i32, std::vector<float> f32) {
+             Step s;
+             s.op = op;
+             s.inputs = std::move(inputs);
+             s.outputs = std::move(outputs);
+             s.ints = std::move(ints);
+             s.floats = std::move(floats);
+             s.qweights = std::move(qw);
+             s.fweights = std::move(fw);
+             s.i32 = std::move(i32);
+             s.f32 = std::move(f32);
+             p.add_step(std::move(s));
+           },
+           py::arg("op"), py::arg("inputs"), py::arg("outputs"), py::arg("ints") = std::vector<int64_t>{},
+           py::arg("floats") = std::vector<double>{}, py::arg("qweights") = nullptr, py::arg("fweights") = nullptr,
+           py::arg("i32") = std::vector<int32_t>{}, py::arg("f32") = std::vector<float>{})
+      .def("set_arena_bytes", &Program::set_arena_bytes)
+      .def("set_io", &Program::set_io)
+      .def_property_readonly("arena_bytes", &Program::arena_bytes)
+      .def_property_readonly("step_count", &Program::step_count)
+      .def("run", &run_program, py::arg("feeds"), py::arg("names"), py::arg("threads"), py::arg("isa"));
+}

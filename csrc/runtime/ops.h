@@ -1,0 +1,29 @@
+// Step op codes shared by the lowering (pyruntime/onnx_import/lower.py keeps the same
+// numbers in OPCODES) and the executor. Each comment lists the step's ints / floats.
+#pragma once
+
+namespace pyrt {
+
+enum OpCode : int {
+  kCopy = 0,           // reshape-like: output bytes = input bytes
+  kBinary = 1,         // ints: op(0 add, 1 sub, 2 mul, 3 div), rank R, out_shape[R], a_strides[R], b_strides[R]
+  kUnary = 2,          // ints: op(0 relu, 1 clip, 2 sigmoid, 3 tanh); floats: lo, hi (clip)
+  kSoftmax = 3,        // ints: outer, axis_len, inner
+  kReduceMean = 4,     // ints: outer, reduce_len, inner
+  kTranspose = 5,      // ints: rank R, in_shape[R], perm[R]
+  kConcat = 6,         // ints: outer, then per input its inner byte count
+  kGather = 7,         // ints: outer, axis_len, inner_bytes, n_indices
+  kSgemm = 8,          // fweights; ints: M; floats: lo, hi; f32: bias (N or empty)
+  kQgemm = 9,          // qweights; ints: M, a_zp, out_kind, out_zp, lo, hi; f32: multiplier (1 or N); i32: bias
+  kQuantize = 10,      // inputs x, scale, zp?; ints: outer, axis_len, inner, per_axis, out dtype
+  kDequantize = 11,    // inputs x, scale, zp?; ints: outer, axis_len, inner, per_axis
+  kDynQuantize = 12,   // x -> y (u8), scale, zero point
+  kMatMulF32 = 13,     // general batched fp32: ints: batches, M, K, N, then (a_off, b_off) per batch
+  kMatMulInt = 14,     // general batched int8: inputs a, b, a_zp?, b_zp? [, a_scale, b_scale, y_scale, y_zp]
+                       // ints: batches, M, K, N, requant(0/1), then (a_off, b_off) per batch
+  kQAdd = 15,          // quantized Add: ints: rank R, out_shape[R], a_strides[R], b_strides[R], a_zp, b_zp, y_zp
+                       // floats: m_a = s_a / s_y, m_b = s_b / s_y (rounded to f32 by the lowering)
+  kBatchNorm = 16,     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
+};
+
+}  // namespace pyrt

@@ -1,0 +1,117 @@
+#include "program.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "../kernels/fp32/elementwise.h"
+#include "../kernels/fp32/sgemm.h"
+#include "../kernels/quant/quantize.h"
+#include "ops.h"
+#include "pyruntime/errors.h"
+
+namespace pyrt {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: case DType::s32: return 4;
+    case DType::s64: return 8;
+    default: return 1;
+  }
+}
+
+int64_t Value::elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+namespace {
+
+void qgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
+  QgemmArgs args;
+  args.a = io.in[0];
+  args.a_signed = io.in_v[0]->dtype == DType::s8;
+  args.M = int(s.ints[0]);
+  args.lda = s.qweights->K();
+  args.a_zero_point = int32_t(s.ints[1]);
+  args.out = OutKind(s.ints[2]);
+  args.out_zero_point = int32_t(s.ints[3]);
+  args.lo = int32_t(s.ints[4]);
+  args.hi = int32_t(s.ints[5]);
+  args.bias = s.i32.empty() ? nullptr : s.i32.data();
+  args.multiplier = s.f32.empty() ? nullptr : s.f32.data();
+  args.n_multiplier = int(s.f32.size());
+  args.c = io.out[0];
+  args.ldc = s.qweights->N();
+  args.threads = ctx.threads;
+  args.isa = ctx.isa;
+  qgemm(*s.qweights, args);
+}
+
+void sgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
+  const PackedSgemm& w = *s.fweights;
+  sgemm(static_cast<const float*>(io.in[0]), w.K(), int(s.ints[0]), w, s.f32.empty() ? nullptr : s.f32.data(),
+        float(s.floats[0]), float(s.floats[1]), static_cast<float*>(io.out[0]), w.N(), ctx.threads, ctx.isa);
+}
+
+}  // namespace
+
+void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
+  switch (s.op) {
+    case kCopy: return copy_op(s, io);
+    case kBinary: return binary_op(s, io);
+    case kUnary: return unary_op(s, io);
+    case kSoftmax: return softmax_op(s, io);
+    case kReduceMean: return reduce_mean_op(s, io);
+    case kTranspose: return transpose_op(s, io);
+    case kConcat: return concat_op(s, io);
+    case kGather: return gather_op(s, io);
+    case kSgemm: return sgemm_step(s, io, ctx);
+    case kQgemm: return qgemm_step(s, io, ctx);
+    case kQuantize: return quantize_op(s, io);
+    case kDequantize: return dequantize_op(s, io);
+    case kDynQuantize: return dynamic_quantize_op(s, io);
+    case kMatMulF32: return matmul_f32_op(s, io);
+    case kMatMulInt: return matmul_int_op(s, io);
+    case kQAdd: return qadd_op(s, io);
+    case kBatchNorm: return batch_norm_op(s, io);
+  }
+  throw UnsupportedError("executor has no kernel for op code " + std::to_string(s.op));
+}
+
+void Program::run(const std::vector<const void*>& ins, const std::vector<void*>& outs, int threads, Isa isa) const {
+  // Each thread keeps its own arena: concurrent calls share nothing mutable.
+  thread_local AlignedBuffer arena;
+  if (arena.size() < arena_bytes_) arena = AlignedBuffer(std::max(arena_bytes_, arena.size() * 2));
+  uint8_t* base = arena.data();
+  auto resolve = [&](int id) -> void* {
+    if (id < 0) return nullptr;
+    const Value& v = values_[id];
+    switch (v.home) {
+      case Home::arena: return base + v.index;
+      case Home::constant: return constants_[v.index].get();
+      case Home::input: return const_cast<void*>(ins[v.index]);
+      case Home::output: return outs[v.index];
+    }
+    return nullptr;
+  };
+  const RunContext ctx{threads, isa};
+  thread_local StepIO io;  // reused: no allocation per call once warm
+  for (const Step& s : steps_) {
+    io.in.clear();
+    io.in_v.clear();
+    io.out.clear();
+    io.out_v.clear();
+    for (int id : s.inputs) {
+      io.in.push_back(resolve(id));
+      io.in_v.push_back(id < 0 ? nullptr : &values_[id]);
+    }
+    for (int id : s.outputs) {
+      io.out.push_back(resolve(id));
+      io.out_v.push_back(&values_[id]);
+    }
+    run_step(s, io, ctx);
+  }
+}
+
+}  // namespace pyrt

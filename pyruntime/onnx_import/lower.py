@@ -1,0 +1,617 @@
+"""Lowers the fused graph, for concrete input shapes, to a native Program.
+
+Values derived only from constants and shapes (Shape -> Gather -> Concat -> Reshape)
+are computed here, at plan time; every other node becomes one native step. Buffers get
+arena offsets from their lifetimes, so a call allocates nothing but its outputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import helper
+
+from .. import _native
+from ..errors import InputError, ModelError, UnsupportedError
+from .evaluate import evaluate
+from .graph import Graph, Node
+
+OP = dict(copy=0, binary=1, unary=2, softmax=3, reduce_mean=4, transpose=5, concat=6, gather=7, sgemm=8,
+          qgemm=9, quantize=10, dequantize=11, dynq=12, matmul_f32=13, matmul_int=14, qadd=15, batchnorm=16)
+DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int32): 3,
+              np.dtype(np.int64): 4, np.dtype(np.bool_): 5}
+OUT_KIND = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
+_HOME_ARENA, _HOME_CONST, _HOME_INPUT, _HOME_OUTPUT = 0, 1, 2, 3
+_ALIGN = 64
+
+
+class Lowering:
+    def __init__(self, g: Graph, input_shapes: list[tuple]):
+        self.g = g
+        self.consts: dict[str, np.ndarray] = dict(g.consts)
+        self.vals: dict[str, tuple[np.dtype, tuple]] = {}
+        self.steps: list[dict] = []
+        for info, shape in zip(g.inputs, input_shapes):
+            self.vals[info.name] = (info.dtype, tuple(shape))
+
+    # -- queries used by the op lowerings
+    def is_const(self, name: str) -> bool:
+        return bool(name) and name in self.consts
+
+    def dtype(self, name: str) -> np.dtype:
+        return self.consts[name].dtype if name in self.consts else self.vals[name][0]
+
+    def shape(self, name: str) -> tuple:
+        return tuple(self.consts[name].shape) if name in self.consts else self.vals[name][1]
+
+    def define(self, name: str, dtype, shape) -> None:
+        if any(d < 0 for d in shape):
+            raise ModelError(f"value '{name}' would get a negative dimension {tuple(shape)}")
+        self.vals[name] = (np.dtype(dtype), tuple(int(d) for d in shape))
+
+    def emit(self, op: str, inputs, outputs, ints=(), floats=(), qweights=None, fweights=None, i32=(), f32=()):
+        self.steps.append(dict(op=OP[op], inputs=list(inputs), outputs=list(outputs), ints=[int(i) for i in ints],
+                               floats=[float(f) for f in floats], qweights=qweights, fweights=fweights,
+                               i32=list(np.asarray(i32, np.int32).reshape(-1)) if len(i32) else [],
+                               f32=list(np.asarray(f32, np.float32).reshape(-1)) if len(f32) else []))
+
+    # -- driving
+    def run(self) -> None:
+        for n in self.g.nodes:
+            ins = [i for i in n.inputs if i]
+            if n.domain == "" and n.op not in _RUNTIME_ONLY and ins and all(self.is_const(i) for i in ins):
+                values = evaluate(n, [self.consts.get(i) if i else None for i in n.inputs], self.g.opsets)
+                for name, v in zip([o for o in n.outputs if o], values):
+                    self.consts[name] = v
+                continue
+            fn = LOWER.get((n.domain, n.op))
+            if fn is None:
+                raise unsupported(n)
+            if fn is _fused_only:
+                raise UnsupportedError(f"{n.label()} runs only with constant weights and quantization "
+                                       "parameters (they are runtime tensors here)")
+            try:
+                fn(self, n)
+            except (InputError, UnsupportedError, ModelError):
+                raise
+            except (ValueError, IndexError, KeyError, TypeError) as exc:
+                raise ModelError(f"{n.label()} cannot run on these shapes: {exc}") from exc
+
+    def build(self, output_names: list[str]):
+        prog = _native.Program()
+        ids: dict[str, int] = {}
+        g_inputs = [i.name for i in self.g.inputs]
+        # Outputs that are constants or graph inputs need a step that writes them.
+        out_ids = []
+        for pos, name in enumerate(output_names):
+            src = name
+            if name in self.consts or name in g_inputs or name in output_names[:pos]:
+                alias = f"{name}__out{pos}"
+                self.vals[alias] = (self.dtype(name), self.shape(name))
+                self.emit("copy", [name], [alias])
+                src = alias
+            out_ids.append(src)
+        homes: dict[str, tuple[int, int]] = {}
+        for pos, name in enumerate(g_inputs):
+            homes[name] = (_HOME_INPUT, pos)
+        for pos, name in enumerate(out_ids):
+            homes[name] = (_HOME_OUTPUT, pos)
+        arena = _plan_arena(self, homes)
+        arena_bytes = max((off + size for off, size in arena.values()), default=0)
+
+        def vid(name: str) -> int:
+            if not name:
+                return -1
+            if name in ids:
+                return ids[name]
+            if name in homes:
+                home, index = homes[name]
+            elif name in self.consts:
+                home, index = _HOME_CONST, prog.add_constant(np.ascontiguousarray(self.consts[name]))
+            else:
+                home, index = _HOME_ARENA, arena[name][0]
+            dt, shape = self.dtype(name), self.shape(name)
+            if dt not in DTYPE_CODE:
+                raise UnsupportedError(f"value '{name}' has dtype {dt}; supported: float32, uint8, int8, int32, "
+                                       "int64, bool")
+            ids[name] = prog.add_value(DTYPE_CODE[dt], list(shape), home, int(index))
+            return ids[name]
+
+        in_ids = [vid(n) for n in g_inputs]
+        o_ids = [vid(n) for n in out_ids]
+        for s in self.steps:
+            prog.add_step(s["op"], [vid(i) for i in s["inputs"]], [vid(o) for o in s["outputs"]], s["ints"],
+                          s["floats"], s["qweights"], s["fweights"], s["i32"], s["f32"])
+        prog.set_arena_bytes(int(arena_bytes))
+        prog.set_io(in_ids, o_ids)
+        return prog
+
+
+def _plan_arena(low: Lowering, homes) -> dict[str, tuple[int, int]]:
+    """First-fit offsets from value lifetimes: a buffer is reused once its last reader ran."""
+    first, last = {}, {}
+    for i, s in enumerate(low.steps):
+        for name in s["inputs"]:
+            if name:
+                last[name] = i
+        for name in s["outputs"]:
+            first.setdefault(name, i)
+            last[name] = max(last.get(name, i), i)
+    live: list[tuple[int, int, int]] = []  # (offset, size, last step)
+    placed = {}
+    for name, start in sorted(first.items(), key=lambda kv: kv[1]):
+        if name in homes or name in low.consts:
+            continue
+        dt, shape = low.vals[name]
+        size = max(_ALIGN, -(-math.prod(shape) * dt.itemsize // _ALIGN) * _ALIGN)
+        live = [b for b in live if b[2] >= start]
+        offset = 0
+        for off, sz, _ in sorted(live):
+            if offset + size <= off:
+                break
+            offset = max(offset, off + sz)
+        live.append((offset, size, last[name]))
+        placed[name] = (offset, size)
+    return placed
+
+
+def unsupported(n: Node) -> UnsupportedError:
+    names = ", ".join(sorted(op for (_, op) in LOWER if not op.startswith("_")))
+    return UnsupportedError(f"{n.label()} is not supported. Supported ops: {names}; "
+                            "re-export the model with these ops")
+
+
+def _axis(axis: int, rank: int, n: Node) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ModelError(f"{n.label()}: axis {axis} is outside a rank-{rank} input")
+    return axis % rank if rank else 0
+
+
+def _prod(xs) -> int:
+    return int(math.prod(xs))
+
+
+# ---------------------------------------------------------------------------------------
+# element-wise
+
+
+def _broadcast_strides(shape, out_shape):
+    shape = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(0 if d == 1 else acc)
+        acc *= d
+    return strides[::-1]
+
+
+def lower_binary(low: Lowering, n: Node) -> None:
+    a, b = n.inputs[:2]
+    if low.dtype(a) != low.dtype(b):
+        raise ModelError(f"{n.label()}: operands have dtypes {low.dtype(a)} and {low.dtype(b)}; they must match")
+    out = tuple(np.broadcast_shapes(low.shape(a), low.shape(b)))
+    low.define(n.outputs[0], low.dtype(a), out)
+    op = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3}[n.op]
+    ints = [op, len(out), *out, *_broadcast_strides(low.shape(a), out), *_broadcast_strides(low.shape(b), out)]
+    low.emit("binary", [a, b], [n.outputs[0]], ints)
+
+
+def _float_input(low, n):
+    if low.dtype(n.inputs[0]) != np.float32:
+        raise UnsupportedError(f"{n.label()} on {low.dtype(n.inputs[0])} is not supported; only float32")
+
+
+def lower_unary(low: Lowering, n: Node) -> None:
+    _float_input(low, n)
+    x = n.inputs[0]
+    low.define(n.outputs[0], np.float32, low.shape(x))
+    op = {"Relu": 0, "Clip": 1, "Sigmoid": 2, "Tanh": 3}[n.op]
+    ins, floats = [x], [-np.inf, np.inf]
+    if n.op == "Clip":
+        if n.opset < 11:
+            floats = [n.attrs.get("min", -3.4028234663852886e38), n.attrs.get("max", 3.4028234663852886e38)]
+        else:
+            ins = [x, n.inputs[1] if len(n.inputs) > 1 else "", n.inputs[2] if len(n.inputs) > 2 else ""]
+    low.emit("unary", ins, [n.outputs[0]], [op], floats)
+
+
+def lower_softmax(low: Lowering, n: Node) -> None:
+    _float_input(low, n)
+    shape = low.shape(n.inputs[0])
+    r = len(shape)
+    axis = _axis(int(n.attrs.get("axis", -1 if n.opset >= 13 else 1)), r, n)
+    if n.opset >= 13:
+        ints = [_prod(shape[:axis]), shape[axis], _prod(shape[axis + 1:])]
+    else:
+        ints = [_prod(shape[:axis]), _prod(shape[axis:]), 1]
+    low.define(n.outputs[0], np.float32, shape)
+    low.emit("softmax", [n.inputs[0]], [n.outputs[0]], ints)
+
+
+def lower_reduce_mean(low: Lowering, n: Node) -> None:
+    _float_input(low, n)
+    x = n.inputs[0]
+    shape = low.shape(x)
+    r = len(shape)
+    if n.opset >= 18 and len(n.inputs) > 1 and n.inputs[1]:
+        if not low.is_const(n.inputs[1]):
+            raise UnsupportedError(f"{n.label()}: axes must be a constant")
+        axes = [int(a) for a in low.consts[n.inputs[1]].reshape(-1)]
+    else:
+        axes = list(n.attrs.get("axes", []))
+    if not axes:
+        if int(n.attrs.get("noop_with_empty_axes", 0)):
+            low.define(n.outputs[0], np.float32, shape)
+            low.emit("copy", [x], [n.outputs[0]])
+            return
+        axes = list(range(r))
+    axes = sorted({_axis(a, r, n) for a in axes})
+    keep = int(n.attrs.get("keepdims", 1))
+    out = [1 if i in axes else d for i, d in enumerate(shape)] if keep else [d for i, d in enumerate(shape)
+                                                                              if i not in axes]
+    src = x
+    if axes != list(range(axes[0], axes[0] + len(axes))):
+        perm = [i for i in range(r) if i not in axes] + axes
+        src = n.outputs[0] + "__t"
+        low.define(src, np.float32, [shape[p] for p in perm])
+        low.emit("transpose", [x], [src], [r, *shape, *perm])
+        kept = [shape[i] for i in range(r) if i not in axes]
+        ints = [_prod(kept), _prod(shape[a] for a in axes), 1]
+    else:
+        ints = [_prod(shape[:axes[0]]), _prod(shape[a] for a in axes), _prod(shape[axes[-1] + 1:])]
+    low.define(n.outputs[0], np.float32, out)
+    low.emit("reduce_mean", [src], [n.outputs[0]], ints)
+
+
+def lower_batchnorm(low: Lowering, n: Node) -> None:
+    if int(n.attrs.get("training_mode", 0)) or len([o for o in n.outputs if o]) > 1:
+        raise UnsupportedError(f"{n.label()}: training mode is not supported; export the model in eval mode")
+    _float_input(low, n)
+    shape = low.shape(n.inputs[0])
+    low.define(n.outputs[0], np.float32, shape)
+    low.emit("batchnorm", n.inputs[:5], [n.outputs[0]], [shape[0], shape[1] if len(shape) > 1 else 1,
+                                                         _prod(shape[2:])], [n.attrs.get("epsilon", 1e-5)])
+
+
+# ---------------------------------------------------------------------------------------
+# shape and layout
+
+
+def _copy_as(low: Lowering, n: Node, out_shape) -> None:
+    x = n.inputs[0]
+    if _prod(out_shape) != _prod(low.shape(x)):
+        raise ModelError(f"{n.label()}: cannot view {low.shape(x)} as {tuple(out_shape)}")
+    low.define(n.outputs[0], low.dtype(x), out_shape)
+    low.emit("copy", [x], [n.outputs[0]])
+
+
+def _const_ints(low: Lowering, name: str, n: Node, what: str) -> list[int]:
+    if not low.is_const(name):
+        raise UnsupportedError(f"{n.label()}: {what} must be known before the run (a constant or derived from "
+                               "shapes); data-dependent shapes are not supported")
+    return [int(v) for v in low.consts[name].reshape(-1)]
+
+
+def lower_reshape(low: Lowering, n: Node) -> None:
+    shape = low.shape(n.inputs[0])
+    target = _const_ints(low, n.inputs[1], n, "the target shape")
+    allow_zero = int(n.attrs.get("allowzero", 0))
+    out = [shape[i] if (d == 0 and not allow_zero) else d for i, d in enumerate(target)]
+    if out.count(-1) > 1:
+        raise ModelError(f"{n.label()}: more than one -1 in shape {target}")
+    if -1 in out:
+        known = _prod(d for d in out if d != -1)
+        if known == 0 or _prod(shape) % known:
+            raise ModelError(f"{n.label()}: cannot reshape {shape} to {target}")
+        out[out.index(-1)] = _prod(shape) // known
+    _copy_as(low, n, out)
+
+
+def lower_flatten(low: Lowering, n: Node) -> None:
+    shape = low.shape(n.inputs[0])
+    axis = int(n.attrs.get("axis", 1))
+    axis = axis + len(shape) if axis < 0 else axis
+    _copy_as(low, n, [_prod(shape[:axis]), _prod(shape[axis:])])
+
+
+def _axes_arg(low, n):
+    if len(n.inputs) > 1 and n.inputs[1]:
+        return _const_ints(low, n.inputs[1], n, "axes")
+    return list(n.attrs.get("axes", []))
+
+
+def lower_squeeze(low: Lowering, n: Node) -> None:
+    shape = low.shape(n.inputs[0])
+    axes = {_axis(a, len(shape), n) for a in _axes_arg(low, n)} or {i for i, d in enumerate(shape) if d == 1}
+    if any(shape[a] != 1 for a in axes):
+        raise ModelError(f"{n.label()}: cannot squeeze axes {sorted(axes)} of shape {shape}")
+    _copy_as(low, n, [d for i, d in enumerate(shape) if i not in axes])
+
+
+def lower_unsqueeze(low: Lowering, n: Node) -> None:
+    shape = list(low.shape(n.inputs[0]))
+    axes = _axes_arg(low, n)
+    r = len(shape) + len(axes)
+    out = shape
+    for a in sorted(_axis(a, r, n) for a in axes):
+        out = out[:a] + [1] + out[a:]
+    _copy_as(low, n, out)
+
+
+def lower_identity(low: Lowering, n: Node) -> None:
+    _copy_as(low, n, low.shape(n.inputs[0]))
+    if n.op == "Dropout" and len(n.outputs) > 1 and n.outputs[1]:
+        low.consts[n.outputs[1]] = np.ones(low.shape(n.inputs[0]), dtype=np.bool_)
+
+
+def lower_transpose(low: Lowering, n: Node) -> None:
+    shape = low.shape(n.inputs[0])
+    r = len(shape)
+    perm = list(n.attrs.get("perm", list(range(r))[::-1]))
+    if sorted(perm) != list(range(r)):
+        raise ModelError(f"{n.label()}: perm {perm} is not a permutation of {r} axes")
+    low.define(n.outputs[0], low.dtype(n.inputs[0]), [shape[p] for p in perm])
+    low.emit("transpose", [n.inputs[0]], [n.outputs[0]], [r, *shape, *perm])
+
+
+def lower_concat(low: Lowering, n: Node) -> None:
+    ins = [i for i in n.inputs if i]
+    shapes = [low.shape(i) for i in ins]
+    r = len(shapes[0])
+    axis = _axis(int(n.attrs["axis"]), r, n)
+    dt = low.dtype(ins[0])
+    for i, s in zip(ins, shapes):
+        if len(s) != r or any(s[d] != shapes[0][d] for d in range(r) if d != axis) or low.dtype(i) != dt:
+            raise ModelError(f"{n.label()}: inputs {shapes} cannot be concatenated on axis {axis}")
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    low.define(n.outputs[0], dt, out)
+    low.emit("concat", ins, [n.outputs[0]], [_prod(out[:axis])] + [_prod(s[axis:]) * dt.itemsize for s in shapes])
+
+
+def lower_gather(low: Lowering, n: Node) -> None:
+    data, idx = n.inputs[:2]
+    shape = low.shape(data)
+    axis = _axis(int(n.attrs.get("axis", 0)), len(shape), n)
+    if low.dtype(idx) not in (np.int32, np.int64):
+        raise ModelError(f"{n.label()}: indices must be int32 or int64, got {low.dtype(idx)}")
+    if low.is_const(idx):
+        bad = low.consts[idx][(low.consts[idx] < -shape[axis]) | (low.consts[idx] >= shape[axis])]
+        if bad.size:
+            raise ModelError(f"{n.label()}: index {int(bad[0])} is outside axis {axis} of length {shape[axis]}")
+    ishape = low.shape(idx)
+    dt = low.dtype(data)
+    low.define(n.outputs[0], dt, list(shape[:axis]) + list(ishape) + list(shape[axis + 1:]))
+    low.emit("gather", [data, idx], [n.outputs[0]],
+             [_prod(shape[:axis]), shape[axis], _prod(shape[axis + 1:]) * dt.itemsize, _prod(ishape)])
+
+
+def lower_shape(low: Lowering, n: Node) -> None:
+    shape = low.shape(n.inputs[0])
+    start, end = int(n.attrs.get("start", 0)), n.attrs.get("end")
+    low.consts[n.outputs[0]] = np.array(shape[start:end if end is not None else None], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------
+# matrix products
+
+
+def _batched(low, n, a_shape, b_shape):
+    """numpy matmul broadcasting: (batches, M, K, N, offsets, out_shape)."""
+    a2 = (1,) + tuple(a_shape) if len(a_shape) == 1 else tuple(a_shape)
+    b2 = tuple(b_shape) + (1,) if len(b_shape) == 1 else tuple(b_shape)
+    M, K = a2[-2], a2[-1]
+    K2, N = b2[-2], b2[-1]
+    if K != K2:
+        raise ModelError(f"{n.label()}: inner dimensions differ, {tuple(a_shape)} x {tuple(b_shape)}")
+    batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
+    a_idx = np.broadcast_to(np.arange(_prod(a2[:-2])).reshape(a2[:-2] or (1,)) if a2[:-2] else np.zeros(()), batch)
+    b_idx = np.broadcast_to(np.arange(_prod(b2[:-2])).reshape(b2[:-2] or (1,)) if b2[:-2] else np.zeros(()), batch)
+    offs = []
+    for ai, bi in zip(a_idx.reshape(-1), b_idx.reshape(-1)):
+        offs += [int(ai) * M * K, int(bi) * K * N]
+    out = list(batch) + ([M] if len(a_shape) > 1 else []) + ([N] if len(b_shape) > 1 else [])
+    return _prod(batch), M, K, N, offs, out
+
+
+def lower_matmul(low: Lowering, n: Node) -> None:
+    a, b = n.inputs[:2]
+    if low.dtype(a) != np.float32 or low.dtype(b) != np.float32:
+        raise UnsupportedError(f"{n.label()}: MatMul on {low.dtype(a)} x {low.dtype(b)}; only float32 here "
+                               "(int8 runs through QDQ, QLinearMatMul or MatMulInteger)")
+    batches, M, K, N, offs, out = _batched(low, n, low.shape(a), low.shape(b))
+    low.define(n.outputs[0], np.float32, out)
+    low.emit("matmul_f32", [a, b], [n.outputs[0]], [batches, M, K, N, *offs])
+
+
+def lower_gemm(low: Lowering, n: Node) -> None:
+    a, b = n.inputs[:2]
+    c = n.inputs[2] if len(n.inputs) > 2 else ""
+    for name, flag in ((a, "transA"), (b, "transB")):
+        if low.dtype(name) != np.float32:
+            raise UnsupportedError(f"{n.label()}: Gemm on {low.dtype(name)}; only float32")
+    srcs = []
+    for name, flag in ((a, "transA"), (b, "transB")):
+        if int(n.attrs.get(flag, 0)):
+            s = low.shape(name)
+            t = f"{n.outputs[0]}__{flag}"
+            low.define(t, np.float32, s[::-1])
+            low.emit("transpose", [name], [t], [2, *s, 1, 0])
+            name = t
+        srcs.append(name)
+    batches, M, K, N, offs, out = _batched(low, n, low.shape(srcs[0]), low.shape(srcs[1]))
+    prod_name = n.outputs[0] + "__ab"
+    alpha, beta = float(n.attrs.get("alpha", 1.0)), float(n.attrs.get("beta", 1.0))
+    last = n.outputs[0] if not c and alpha == 1.0 else prod_name
+    low.define(last, np.float32, out)
+    low.emit("matmul_f32", srcs, [last], [batches, M, K, N, *offs])
+    if alpha != 1.0:
+        alpha_c = n.outputs[0] + "__alpha"
+        low.consts[alpha_c] = np.array(alpha, np.float32)
+        scaled = n.outputs[0] if not c else n.outputs[0] + "__scaled"
+        lower_binary(low, Node("Mul", "", [last, alpha_c], [scaled], {}, n.name, n.opset))
+        last = scaled
+    if c:
+        if beta != 1.0:
+            beta_c = n.outputs[0] + "__beta"
+            low.consts[beta_c] = np.array(beta, np.float32)
+            c_scaled = n.outputs[0] + "__c"
+            lower_binary(low, Node("Mul", "", [c, beta_c], [c_scaled], {}, n.name, n.opset)) \
+                if not low.is_const(c) else low.consts.__setitem__(c_scaled, low.consts[c] * np.float32(beta))
+            c = c_scaled
+        lower_binary(low, Node("Add", "", [last, c], [n.outputs[0]], {}, n.name, n.opset))
+
+
+def lower_matmul_int(low: Lowering, n: Node) -> None:
+    requant = n.op == "QLinearMatMul"
+    if requant:
+        a, a_s, a_zp, b, b_s, b_zp, y_s, y_zp = (n.inputs + [""] * 8)[:8]
+        ins = [a, b, a_zp, b_zp, a_s, b_s, y_s, y_zp]
+        out_dtype = low.dtype(y_zp) if y_zp else np.dtype(np.uint8)
+    else:
+        a, b, a_zp, b_zp = (n.inputs + [""] * 4)[:4]
+        ins = [a, b, a_zp, b_zp]
+        out_dtype = np.dtype(np.int32)
+    for name in (a, b):
+        if low.dtype(name) not in (np.uint8, np.int8):
+            raise ModelError(f"{n.label()}: '{name}' has dtype {low.dtype(name)}; expected uint8 or int8")
+    if a_zp and _prod(low.shape(a_zp)) != 1:
+        raise UnsupportedError(f"{n.label()}: a per-row a_zero_point is not supported; quantize A per tensor")
+    batches, M, K, N, offs, out = _batched(low, n, low.shape(a), low.shape(b))
+    low.define(n.outputs[0], out_dtype, out)
+    low.emit("matmul_int", ins, [n.outputs[0]], [batches, M, K, N, int(requant), *offs])
+
+
+def _gemm_rows(low, n, a, K):
+    shape = low.shape(a)
+    if not shape or shape[-1] != K:
+        raise ModelError(f"{n.label()}: input {shape} does not end in K={K}")
+    return _prod(shape[:-1]), list(shape[:-1])
+
+
+def lower_qgemm(low: Lowering, n: Node) -> None:
+    at = n.attrs
+    a = n.inputs[0]
+    K, N = at["w"].shape
+    if low.dtype(a) not in (np.uint8, np.int8):
+        raise ModelError(f"{n.label()}: quantized input has dtype {low.dtype(a)}")
+    M, lead = _gemm_rows(low, n, a, K)
+    low.define(n.outputs[0], at["out_dtype"], lead + [N])
+    bias = at["bias"] if at["bias"] is not None else ()
+    mult = at["mult"] if at["mult"] is not None else ()
+    low.emit("qgemm", [a], [n.outputs[0]], [M, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"]],
+             qweights=at["native"], i32=bias, f32=mult)
+
+
+def lower_fgemm(low: Lowering, n: Node) -> None:
+    at = n.attrs
+    a = n.inputs[0]
+    _float_input(low, n)
+    K, N = at["w"].shape
+    M, lead = _gemm_rows(low, n, a, K)
+    low.define(n.outputs[0], np.float32, lead + [N])
+    low.emit("sgemm", [a], [n.outputs[0]], [M], [at["lo"], at["hi"]], fweights=at["native"],
+             f32=at["bias"] if at["bias"] is not None else ())
+
+
+# ---------------------------------------------------------------------------------------
+# quantization
+
+
+def _per_axis(low, n, x, scale):
+    shape = low.shape(x)
+    ssize = _prod(low.shape(scale))
+    if int(n.attrs.get("block_size", 0)):
+        raise UnsupportedError(f"{n.label()}: blocked quantization is not supported")
+    if ssize == 1 or not shape:
+        return [_prod(shape), 1, 1, 0]
+    axis = _axis(int(n.attrs.get("axis", 1)), len(shape), n)
+    if shape[axis] != ssize:
+        raise ModelError(f"{n.label()}: {ssize} scales for axis {axis} of length {shape[axis]}")
+    return [_prod(shape[:axis]), shape[axis], _prod(shape[axis + 1:]), 1]
+
+
+def lower_quantize(low: Lowering, n: Node) -> None:
+    x, scale = n.inputs[:2]
+    zp = n.inputs[2] if len(n.inputs) > 2 else ""
+    if zp:
+        out_dtype = low.dtype(zp)
+    elif n.attrs.get("output_dtype"):
+        out_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(n.attrs["output_dtype"])))
+    else:
+        out_dtype = np.dtype(np.uint8)
+    if out_dtype not in (np.uint8, np.int8) or low.dtype(x) != np.float32 or low.dtype(scale) != np.float32:
+        raise UnsupportedError(f"{n.label()}: QuantizeLinear float32 -> uint8/int8 only, got {low.dtype(x)} -> "
+                               f"{out_dtype} with {low.dtype(scale)} scale")
+    low.define(n.outputs[0], out_dtype, low.shape(x))
+    low.emit("quantize", [x, scale, zp], [n.outputs[0]], _per_axis(low, n, x, scale))
+
+
+def lower_dequantize(low: Lowering, n: Node) -> None:
+    x, scale = n.inputs[:2]
+    zp = n.inputs[2] if len(n.inputs) > 2 else ""
+    if low.dtype(x) not in (np.uint8, np.int8, np.int32) or low.dtype(scale) != np.float32:
+        raise UnsupportedError(f"{n.label()}: DequantizeLinear from uint8/int8/int32 with float32 scale only, "
+                               f"got {low.dtype(x)} with {low.dtype(scale)}")
+    if zp and low.dtype(zp) != low.dtype(x):
+        raise ModelError(f"{n.label()}: zero point dtype {low.dtype(zp)} differs from input dtype {low.dtype(x)}")
+    low.define(n.outputs[0], np.float32, low.shape(x))
+    low.emit("dequantize", [x, scale, zp], [n.outputs[0]], _per_axis(low, n, x, scale))
+
+
+def _const_scalar(low, name, n, what):
+    if not name:
+        return None
+    if not low.is_const(name) or low.consts[name].size != 1:
+        raise UnsupportedError(f"{n.label()}: {what} must be a constant scalar")
+    return low.consts[name].reshape(-1)[0]
+
+
+def lower_qlinear_add(low: Lowering, n: Node) -> None:
+    """com.microsoft QLinearAdd(A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp)."""
+    a, a_s, a_zp, b, b_s, b_zp, y_s, y_zp = (n.inputs + [""] * 8)[:8]
+    sa, sb, sy = (float(_const_scalar(low, x, n, "a scale")) for x in (a_s, b_s, y_s))
+    zps = [int(_const_scalar(low, x, n, "a zero point") or 0) for x in (a_zp, b_zp, y_zp)]
+    for v, what in ((sa, "A_scale"), (sb, "B_scale"), (sy, "C_scale")):
+        if not np.isfinite(v) or v <= 0:
+            raise ModelError(f"{n.label()}: {what} is {v}; scales must be finite and > 0")
+    out_dtype = low.dtype(y_zp) if y_zp else low.dtype(a)
+    out = tuple(np.broadcast_shapes(low.shape(a), low.shape(b)))
+    low.define(n.outputs[0], out_dtype, out)
+    ints = [len(out), *out, *_broadcast_strides(low.shape(a), out), *_broadcast_strides(low.shape(b), out), *zps]
+    low.emit("qadd", [a, b], [n.outputs[0]], ints,
+             [float(np.float32(np.float64(sa) / np.float64(sy))), float(np.float32(np.float64(sb) / np.float64(sy)))])
+
+
+def lower_dynamic_quantize(low: Lowering, n: Node) -> None:
+    _float_input(low, n)
+    y, ys, yzp = n.outputs[:3]
+    low.define(y, np.uint8, low.shape(n.inputs[0]))
+    low.define(ys, np.float32, ())
+    low.define(yzp, np.uint8, ())
+    low.emit("dynq", [n.inputs[0]], [y, ys, yzp])
+
+
+def _fused_only(low: Lowering, n: Node) -> None:
+    """Marks ops that run only after fuse_qoperator turned them into pyrt.QGemm."""
+
+
+LOWER = {
+    ("", "Add"): lower_binary, ("", "Sub"): lower_binary, ("", "Mul"): lower_binary, ("", "Div"): lower_binary,
+    ("", "Relu"): lower_unary, ("", "Clip"): lower_unary, ("", "Sigmoid"): lower_unary, ("", "Tanh"): lower_unary,
+    ("", "Softmax"): lower_softmax, ("", "ReduceMean"): lower_reduce_mean,
+    ("", "BatchNormalization"): lower_batchnorm,
+    ("", "Reshape"): lower_reshape, ("", "Flatten"): lower_flatten, ("", "Squeeze"): lower_squeeze,
+    ("", "Unsqueeze"): lower_unsqueeze, ("", "Identity"): lower_identity, ("", "Dropout"): lower_identity,
+    ("", "Transpose"): lower_transpose, ("", "Concat"): lower_concat, ("", "Gather"): lower_gather,
+    ("", "Shape"): lower_shape,
+    ("", "MatMul"): lower_matmul, ("", "Gemm"): lower_gemm,
+    ("", "MatMulInteger"): lower_matmul_int, ("", "QLinearMatMul"): lower_matmul_int,
+    ("", "QuantizeLinear"): lower_quantize, ("", "DequantizeLinear"): lower_dequantize,
+    ("", "DynamicQuantizeLinear"): lower_dynamic_quantize,
+    ("com.microsoft", "QGemm"): _fused_only, ("com.microsoft", "QLinearAdd"): lower_qlinear_add,
+    ("pyrt", "QGemm"): lower_qgemm, ("pyrt", "FGemm"): lower_fgemm,
+}
+# Ops whose constant inputs must still run natively (evaluating them here would bypass
+# the int8 rules or hide the step from the summary).
+_RUNTIME_ONLY = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+SUPPORTED_OPS = sorted({op for (dom, op) in LOWER if dom in ("", "com.microsoft")})

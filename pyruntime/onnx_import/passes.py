@@ -1,0 +1,414 @@
+"""Graph passes, each small and separately tested: constant folding, BatchNorm folding,
+QDQ and QOperator fusion into int8 GEMMs, fp32 GEMM + activation fusion, dead-node removal.
+
+Fusion follows onnxruntime's QDQ selector rules: a DequantizeLinear -> MatMul/Gemm ->
+QuantizeLinear chain with constant weights and per-tensor activation quantization becomes
+one int8 GEMM with a requantizing epilogue; without the Q it becomes an int8 GEMM with
+fp32 output. Relu/Clip before the Q narrow the clamp.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from .evaluate import evaluate
+from .graph import Graph, Node
+
+# Q/DQ stay unfolded so fusion can see them; the rest fold whenever inputs are constant.
+_NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+_ACTIVATIONS = {"Relu", "Clip"}
+
+
+def _const_of_constant_node(n: Node) -> np.ndarray:
+    a = n.attrs
+    if "value" in a:
+        return np.asarray(a["value"])
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
+                       ("value_ints", np.int64)):
+        if key in a:
+            return np.asarray(a[key], dtype=dtype)
+    raise UnsupportedError(f"{n.label()}: Constant with attributes {sorted(a)} is not supported; "
+                           "use 'value' (a tensor) or value_float(s) / value_int(s)")
+
+
+def _rename_uses(g: Graph, old: str, new: str) -> None:
+    for n in g.nodes:
+        n.inputs = [new if i == old else i for i in n.inputs]
+
+
+def fold_constants(g: Graph) -> Graph:
+    """Constant nodes and nodes with only constant inputs become constants; Identity and
+    inference-mode Dropout are bypassed (kept only where they produce a graph output)."""
+    outputs = g.output_names()
+    kept = []
+    for n in g.nodes:
+        if n.domain == "" and n.op == "Constant":
+            g.consts[n.outputs[0]] = _const_of_constant_node(n)
+            continue
+        if n.domain == "" and n.op in ("Identity", "Dropout") and n.inputs[0] not in outputs \
+                and n.outputs[0] not in outputs and all(not o for o in n.outputs[1:]):
+            _rename_uses(g, n.outputs[0], n.inputs[0])
+            continue
+        ins = [i for i in n.inputs if i]
+        if n.domain == "" and n.op not in _NOT_FOLDED and ins and all(i in g.consts for i in ins) \
+                and not any(o in outputs for o in n.outputs):
+            values = evaluate(n, [g.consts.get(i) if i else None for i in n.inputs], g.opsets)
+            for name, v in zip([o for o in n.outputs if o], values):
+                g.consts[name] = v
+            continue
+        kept.append(n)
+    g.nodes = kept
+    return g
+
+
+def fold_batchnorm(g: Graph) -> Graph:
+    """BatchNormalization with constant parameters becomes y = x * a + b per channel."""
+    for n in list(g.nodes):
+        if n.domain != "" or n.op != "BatchNormalization" or len([o for o in n.outputs if o]) != 1:
+            continue
+        x, scale, bias, mean, var = n.inputs[:5]
+        if not all(p in g.consts for p in (scale, bias, mean, var)):
+            continue
+        rank = len(g.value_shapes.get(x, []))
+        if rank < 2:
+            continue
+        eps = float(n.attrs.get("epsilon", 1e-5))
+        s = g.consts[scale].astype(np.float64) / np.sqrt(g.consts[var].astype(np.float64) + eps)
+        b = g.consts[bias].astype(np.float64) - g.consts[mean].astype(np.float64) * s
+        bshape = (-1,) + (1,) * (rank - 2)
+        mul_c, add_c, mid = f"{n.outputs[0]}__bn_a", f"{n.outputs[0]}__bn_b", f"{n.outputs[0]}__bn_mul"
+        g.consts[mul_c] = s.astype(np.float32).reshape(bshape)
+        g.consts[add_c] = b.astype(np.float32).reshape(bshape)
+        at = g.nodes.index(n)
+        mul = Node("Mul", "", [x, mul_c], [mid], {}, n.name + "/scale", g.opsets.get("", 13), ["BatchNormalization"])
+        add = Node("Add", "", [mid, add_c], [n.outputs[0]], {}, n.name + "/shift", g.opsets.get("", 13),
+                   ["BatchNormalization"])
+        g.nodes[at:at + 1] = [mul, add]
+    return g
+
+
+def remove_dead(g: Graph) -> Graph:
+    needed = g.output_names()
+    kept = []
+    for n in reversed(g.nodes):
+        if any(o in needed for o in n.outputs if o):
+            kept.append(n)
+            needed.update(i for i in n.inputs if i)
+    g.nodes = kept[::-1]
+    return g
+
+
+# ---------------------------------------------------------------------------------------
+# int8 fusion
+
+
+def _single_consumer(g: Graph, name: str, uses) -> Node | None:
+    users = uses.get(name, [])
+    if len(users) != 1 or name in g.output_names():
+        return None
+    return users[0]
+
+
+def _scalar(g: Graph, name: str):
+    if not name or name not in g.consts:
+        return None
+    v = g.consts[name]
+    return v.reshape(-1)[0] if v.size == 1 else None
+
+
+def _dq(g: Graph, name: str, prod):
+    """(x, scale, zp, axis) when `name` is a DequantizeLinear output with constant params."""
+    n = prod.get(name)
+    if n is None or n.op != "DequantizeLinear" or n.domain != "":
+        return None
+    if n.inputs[1] not in g.consts or (len(n.inputs) > 2 and n.inputs[2] and n.inputs[2] not in g.consts):
+        return None
+    zp = g.consts[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] else None
+    return n.inputs[0], g.consts[n.inputs[1]], zp, int(n.attrs.get("axis", 1)), n
+
+
+def _quantize_bound(v: float, scale: float, zp: int, lo: int, hi: int) -> int:
+    q = np.rint(np.float32(v) / np.float32(scale)) + zp
+    return int(np.clip(q, lo, hi))
+
+
+def _weights_per_column(scale: np.ndarray, zp, axis: int, rank: int, n_cols: int, col_axis: int):
+    """Scale/zero point of constant weights as per-column vectors, or None if the
+    quantization axis is not the output-column axis."""
+    scale = np.asarray(scale, dtype=np.float32).reshape(-1)
+    zp_v = np.zeros(1, np.int32) if zp is None else np.asarray(zp).reshape(-1).astype(np.int32)
+    if scale.size > 1 and (axis % rank) != col_axis:
+        return None
+    if scale.size not in (1, n_cols) or zp_v.size not in (1, n_cols):
+        return None
+    return scale, zp_v
+
+
+def _make_qgemm(name, a_name, out_name, w, w_zp, a_zp, bias, mult, out_dtype, out_zp, lo, hi, fusions, opset,
+                a_scale=None, w_scale=None):
+    attrs = dict(w=np.ascontiguousarray(w), w_zp=w_zp, a_zp=int(a_zp), bias=bias, mult=np.asarray(mult, np.float32),
+                 out_dtype=np.dtype(out_dtype), out_zp=int(out_zp), lo=int(lo), hi=int(hi))
+    return Node("QGemm", "pyrt", [a_name], [out_name], attrs, name, opset, fusions)
+
+
+def _int32_bias(bias_f, s_a: float, s_w: np.ndarray, n: int) -> np.ndarray:
+    """A float bias on an int8 GEMM, in the accumulator's scale s_a * s_w[n]."""
+    acc_scale = np.float64(s_a) * s_w.astype(np.float64)
+    return np.rint(np.broadcast_to(np.asarray(bias_f, np.float64).reshape(-1), (n,)) / acc_scale).astype(np.int32)
+
+
+def fuse_qdq(g: Graph) -> Graph:
+    """DQ -> MatMul/Gemm [-> Add bias] [-> Relu/Clip] [-> Q] into pyrt.QGemm."""
+    changed = True
+    while changed:
+        changed = False
+        prod, uses = g.producers(), g.consumers()
+        for n in g.nodes:
+            if n.domain != "" or n.op not in ("MatMul", "Gemm"):
+                continue
+            fused = _try_fuse_qdq_gemm(g, n, prod, uses)
+            if fused:
+                changed = True
+                break
+    return remove_dead(g)
+
+
+def _try_fuse_qdq_gemm(g: Graph, n: Node, prod, uses) -> bool:
+    if n.op == "Gemm" and (int(n.attrs.get("transA", 0)) or float(n.attrs.get("beta", 1.0)) != 1.0):
+        return False
+    a = _dq(g, n.inputs[0], prod)
+    b = _dq(g, n.inputs[1], prod)
+    if a is None or b is None or b[0] not in g.consts:
+        return False
+    a_x, a_s, a_zp, _, _ = a
+    if a_s.size != 1 or (a_zp is not None and a_zp.size != 1):
+        return False
+    w = g.consts[b[0]]
+    if w.ndim != 2 or w.dtype not in (np.int8, np.uint8):
+        return False
+    trans_b = n.op == "Gemm" and int(n.attrs.get("transB", 0))
+    alpha = float(n.attrs.get("alpha", 1.0)) if n.op == "Gemm" else 1.0
+    N = w.shape[0] if trans_b else w.shape[1]
+    cols = _weights_per_column(b[1], b[2], b[3], 2, N, 0 if trans_b else 1)
+    if cols is None:
+        return False
+    w_s, w_zp = cols
+    if trans_b:
+        w = w.T
+    s_a = float(a_s.reshape(-1)[0])
+    a_zp_v = 0 if a_zp is None else int(a_zp.reshape(-1)[0])
+    fusions = ["DequantizeLinear(A)", "DequantizeLinear(W)", n.op]
+    bias = None
+    tail = n.outputs[0]
+    if n.op == "Gemm" and len(n.inputs) > 2 and n.inputs[2]:
+        c_dq = _dq(g, n.inputs[2], prod)
+        if c_dq is not None and c_dq[0] in g.consts and g.consts[c_dq[0]].dtype == np.int32:
+            bias = np.broadcast_to(g.consts[c_dq[0]].reshape(-1), (N,)).astype(np.int32)
+        elif n.inputs[2] in g.consts and g.consts[n.inputs[2]].size in (1, N):
+            bias = _int32_bias(g.consts[n.inputs[2]], s_a * alpha, w_s, N)
+        else:
+            return False
+        fusions.append("bias")
+    nxt = _single_consumer(g, tail, uses)
+    bias_add = None
+    if bias is None and nxt is not None and nxt.op == "Add" and nxt.domain == "":
+        other = nxt.inputs[1] if nxt.inputs[0] == tail else nxt.inputs[0]
+        c_dq = _dq(g, other, prod)
+        if c_dq is not None and c_dq[0] in g.consts and g.consts[c_dq[0]].dtype == np.int32 \
+                and g.consts[c_dq[0]].size in (1, N):
+            bias = np.broadcast_to(g.consts[c_dq[0]].reshape(-1), (N,)).astype(np.int32)
+        elif other in g.consts and g.consts[other].size in (1, N) and g.consts[other].ndim <= 1:
+            bias = _int32_bias(g.consts[other], s_a * alpha, w_s, N)
+        if bias is not None:
+            fusions.append("bias")
+            bias_add = nxt
+            tail = nxt.outputs[0]
+            nxt = _single_consumer(g, tail, uses)
+    pre_activation = tail
+    acts = []
+    while nxt is not None and nxt.op in _ACTIVATIONS and nxt.domain == "":
+        acts.append(nxt)
+        tail = nxt.outputs[0]
+        nxt = _single_consumer(g, tail, uses)
+    mult_acc = (np.float64(s_a) * alpha * w_s.astype(np.float64))
+    if nxt is not None and nxt.op == "QuantizeLinear" and nxt.domain == "" and nxt.inputs[1] in g.consts \
+            and g.consts[nxt.inputs[1]].size == 1:
+        y_s = float(g.consts[nxt.inputs[1]].reshape(-1)[0])
+        y_zp_arr = g.consts.get(nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] else None
+        out_dtype = np.uint8 if y_zp_arr is None else y_zp_arr.dtype
+        y_zp = 0 if y_zp_arr is None else int(y_zp_arr.reshape(-1)[0])
+        lo, hi = (0, 255) if out_dtype == np.uint8 else (-128, 127)
+        for act in acts:
+            if act.op == "Relu":
+                lo = max(lo, y_zp)
+            else:
+                mn = _scalar(g, act.inputs[1]) if len(act.inputs) > 1 else act.attrs.get("min")
+                mx = _scalar(g, act.inputs[2]) if len(act.inputs) > 2 else act.attrs.get("max")
+                if (len(act.inputs) > 1 and act.inputs[1] and mn is None) or \
+                        (len(act.inputs) > 2 and act.inputs[2] and mx is None):
+                    return False
+                if mn is not None:
+                    lo = max(lo, _quantize_bound(float(mn), y_s, y_zp, lo, hi))
+                if mx is not None:
+                    hi = min(hi, _quantize_bound(float(mx), y_s, y_zp, lo, hi))
+            fusions.append(act.op)
+        fusions.append("QuantizeLinear")
+        mult = (mult_acc / y_s).astype(np.float32)
+        out_name = nxt.outputs[0]
+        nodes_gone = {id(x) for x in [n, nxt, bias_add] + acts if x is not None}
+    else:
+        # fp32 output: activations after it stay separate nodes.
+        out_dtype, y_zp, lo, hi = np.float32, 0, 0, 0
+        mult = mult_acc.astype(np.float32)
+        out_name = pre_activation
+        nodes_gone = {id(x) for x in (n, bias_add) if x is not None}
+    q = _make_qgemm(n.name, a_x, out_name, w, w_zp, a_zp_v, bias, mult, out_dtype, y_zp, lo, hi, fusions, n.opset)
+    at = g.nodes.index(n)
+    g.nodes[at] = q
+    g.nodes = [x for x in g.nodes if id(x) not in nodes_gone or x is q]
+    return True
+
+
+def fuse_qoperator(g: Graph) -> Graph:
+    """QLinearMatMul, MatMulInteger and com.microsoft QGemm with constant weights and
+    quantization parameters into pyrt.QGemm; otherwise they keep their general kernels."""
+    for i, n in enumerate(g.nodes):
+        q = None
+        if n.domain == "" and n.op == "QLinearMatMul":
+            q = _fuse_qlinear(g, n, n.inputs[0], n.inputs[1], n.inputs[2], n.inputs[3], n.inputs[4], n.inputs[5],
+                              "", n.inputs[6], n.inputs[7], False, 1.0)
+        elif n.domain == "" and n.op == "MatMulInteger":
+            q = _fuse_matmul_integer(g, n)
+        elif n.domain == "com.microsoft" and n.op == "QGemm" and not int(n.attrs.get("transA", 0)):
+            ins = n.inputs + [""] * (9 - len(n.inputs))
+            q = _fuse_qlinear(g, n, ins[0], ins[1], ins[2], ins[3], ins[4], ins[5], ins[6], ins[7], ins[8],
+                              bool(int(n.attrs.get("transB", 0))), float(n.attrs.get("alpha", 1.0)))
+        if q is not None:
+            g.nodes[i] = q
+    return g
+
+
+def _fuse_qlinear(g, n, a, a_s, a_zp, b, b_s, b_zp, c, y_s, y_zp, trans_b, alpha):
+    consts = g.consts
+    needed = [a_s, b, b_s, y_s] + [x for x in (a_zp, b_zp, y_zp, c) if x]
+    if not all(x in consts for x in needed if x) or (not y_s and n.op != "QGemm"):
+        return None
+    w = consts[b]
+    if w.ndim != 2 or consts[a_s].size != 1 or (a_zp and consts[a_zp].size != 1):
+        return None
+    if trans_b:
+        w = w.T
+    N = w.shape[1]
+    w_s = consts[b_s].astype(np.float32).reshape(-1)
+    w_zp = consts[b_zp].reshape(-1).astype(np.int32) if b_zp else np.zeros(1, np.int32)
+    if w_s.size not in (1, N) or w_zp.size not in (1, N):
+        return None
+    s_a = float(consts[a_s].reshape(-1)[0])
+    acc = np.float64(s_a) * alpha * w_s.astype(np.float64)
+    bias = np.broadcast_to(consts[c].reshape(-1), (N,)).astype(np.int32) if c else None
+    a_zp_v = int(consts[a_zp].reshape(-1)[0]) if a_zp else 0
+    if y_s:
+        y_zp_arr = consts[y_zp] if y_zp else np.zeros(1, np.uint8)
+        out_dtype = y_zp_arr.dtype
+        lo, hi = (0, 255) if out_dtype == np.uint8 else (-128, 127)
+        mult = (acc / float(consts[y_s].reshape(-1)[0])).astype(np.float32)
+        return _make_qgemm(n.name, a, n.outputs[0], w, w_zp, a_zp_v, bias, mult, out_dtype,
+                           int(y_zp_arr.reshape(-1)[0]), lo, hi, [n.op], n.opset)
+    return _make_qgemm(n.name, a, n.outputs[0], w, w_zp, a_zp_v, bias, acc.astype(np.float32), np.float32, 0, 0, 0,
+                       [n.op], n.opset)
+
+
+def _fuse_matmul_integer(g, n):
+    ins = n.inputs + [""] * (4 - len(n.inputs))
+    a, b, a_zp, b_zp = ins[:4]
+    if b not in g.consts or g.consts[b].ndim != 2 or (a_zp and (a_zp not in g.consts or g.consts[a_zp].size != 1)):
+        return None
+    if b_zp and b_zp not in g.consts:
+        return None
+    w = g.consts[b]
+    w_zp = g.consts[b_zp].reshape(-1).astype(np.int32) if b_zp else np.zeros(1, np.int32)
+    if w_zp.size not in (1, w.shape[1]):
+        return None
+    a_zp_v = int(g.consts[a_zp].reshape(-1)[0]) if a_zp else 0
+    return _make_qgemm(n.name, a, n.outputs[0], w, w_zp, a_zp_v, None, None, np.int32, 0, 0, 0, [n.op], n.opset)
+
+
+# ---------------------------------------------------------------------------------------
+# fp32 fusion
+
+
+def fuse_float_gemm(g: Graph) -> Graph:
+    """MatMul/Gemm with constant 2-D weights [+ bias Add] [+ Relu/Clip] into pyrt.FGemm."""
+    changed = True
+    while changed:
+        changed = False
+        uses = g.consumers()
+        for n in g.nodes:
+            if n.domain == "" and n.op in ("MatMul", "Gemm") and _try_fuse_float(g, n, uses):
+                changed = True
+                break
+    return g
+
+
+def _try_fuse_float(g: Graph, n: Node, uses) -> bool:
+    if len(n.inputs) < 2 or n.inputs[1] not in g.consts:
+        return False
+    w = g.consts[n.inputs[1]]
+    if w.ndim != 2 or w.dtype != np.float32:
+        return False
+    fusions = [n.op]
+    if n.op == "Gemm":
+        if int(n.attrs.get("transA", 0)):
+            return False
+        if int(n.attrs.get("transB", 0)):
+            w = w.T
+        w = w * np.float32(n.attrs.get("alpha", 1.0))
+    N = w.shape[1]
+    bias = None
+    if n.op == "Gemm" and len(n.inputs) > 2 and n.inputs[2]:
+        c = g.consts.get(n.inputs[2])
+        if c is None or c.size not in (1, N) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+            return False
+        bias = np.broadcast_to(c.reshape(-1) * np.float32(n.attrs.get("beta", 1.0)), (N,)).astype(np.float32)
+        fusions.append("bias")
+    tail = n.outputs[0]
+    gone = [n]
+    nxt = _single_consumer(g, tail, uses)
+    if bias is None and nxt is not None and nxt.op == "Add" and nxt.domain == "":
+        other = nxt.inputs[1] if nxt.inputs[0] == tail else nxt.inputs[0]
+        c = g.consts.get(other)
+        if c is not None and c.dtype == np.float32 and c.size in (1, N) and (c.ndim <= 1 or c.shape == (1, N)):
+            bias = np.broadcast_to(c.reshape(-1), (N,)).astype(np.float32)
+            fusions.append("bias")
+            gone.append(nxt)
+            tail = nxt.outputs[0]
+            nxt = _single_consumer(g, tail, uses)
+    lo, hi = -np.inf, np.inf
+    while nxt is not None and nxt.op in _ACTIVATIONS and nxt.domain == "":
+        if nxt.op == "Relu":
+            lo = max(lo, 0.0)
+        else:
+            mn = _scalar(g, nxt.inputs[1]) if len(nxt.inputs) > 1 and nxt.inputs[1] else nxt.attrs.get("min")
+            mx = _scalar(g, nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] else nxt.attrs.get("max")
+            if (len(nxt.inputs) > 1 and nxt.inputs[1] and mn is None) or \
+                    (len(nxt.inputs) > 2 and nxt.inputs[2] and mx is None):
+                break
+            lo = max(lo, float(mn)) if mn is not None else lo
+            hi = min(hi, float(mx)) if mx is not None else hi
+        fusions.append(nxt.op)
+        gone.append(nxt)
+        tail = nxt.outputs[0]
+        nxt = _single_consumer(g, tail, uses)
+    f = Node("FGemm", "pyrt", [n.inputs[0]], [tail], dict(w=np.ascontiguousarray(w, np.float32), bias=bias,
+                                                          lo=float(lo), hi=float(hi)), n.name, n.opset, fusions)
+    at = g.nodes.index(n)
+    ids = {id(x) for x in gone}
+    g.nodes[at] = f
+    g.nodes = [x for x in g.nodes if id(x) not in ids or x is f]
+    return True
+
+
+def run_all(g: Graph) -> Graph:
+    for p in (fold_constants, fold_batchnorm, fuse_qoperator, fuse_qdq, fuse_float_gemm, remove_dead):
+        g = p(g)
+    return g
