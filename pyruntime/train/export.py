@@ -265,13 +265,22 @@ def op_inventory(model: onnx.ModelProto) -> dict:
     return {k: sorted(v) for k, v in sorted(inv.items())}
 
 
-def run_onnxruntime(model_or_path, x, bs=1000):
-    """All outputs of the model on x with onnxruntime, concatenated over batches."""
+def run_onnxruntime(model_or_path, x, bs=1000, optimized: bool = False):
+    """All outputs of the model on x with onnxruntime, concatenated over batches.
+
+    optimized=False (the default) disables onnxruntime's graph optimizations, so the QDQ
+    graph runs as written (DequantizeLinear -> float op -> QuantizeLinear): the standard
+    semantics, which our torch simulation and pyruntime's exact int32 kernels follow.
+    With optimized=True onnxruntime fuses QDQ into its int8 kernels, whose AVX2 u8*s8 path
+    saturates int16 pair sums (see DESIGN.md, Integer exactness), so its answers differ.
+    """
     import onnxruntime as ort
 
     src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
+    if not optimized:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     outs = [[] for _ in names]

@@ -1,0 +1,62 @@
+"""python -m pyruntime.train fashion-mnist --out DIR   (the whole pipeline)
+python -m pyruntime.train seed-study --out DIR      (hard vs distilled over 3 seeds)"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pyruntime.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["fashion-mnist", "seed-study"])
+    p.add_argument("--out", default=None, help="output directory (default runs/<command>)")
+    p.add_argument("--cache", default=None, help="checkpoint cache (default $PYRUNTIME_CACHE or ~/.cache/pyruntime)")
+    p.add_argument("--quick", action="store_true", help="smoke mode: tiny subsets, tiny teacher, 1 epoch")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--teacher-epochs", type=int, default=None)
+    p.add_argument("--student-epochs", type=int, default=None)
+    p.add_argument("--T", type=float, default=None, help="distillation temperature")
+    p.add_argument("--alpha", type=float, default=None, help="weight of the soft-target term")
+    p.add_argument("--anneal", action="store_true", help="teacher annealing (alpha decays to 0)")
+    p.add_argument("--tune", action="store_true", help="choose T/alpha on the validation split first")
+    p.add_argument("--max-drop", type=float, default=0.5, help="exit calibration: max accuracy drop in pp")
+    p.add_argument("--macs-budget", type=float, default=None,
+                   help="exit calibration: expected-MACs budget as a fraction of the full graph (overrides --max-drop)")
+    p.add_argument("--seeds", type=int, default=3, help="seed-study: number of seeds")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from .distill import StudentTrainConfig
+    from .pipeline import QUICK_TEACHER, PipelineConfig, run, run_seed_study
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = PipelineConfig(out=a.out or f"runs/{a.command}", cache=a.cache, quick=a.quick, tune=a.tune,
+                         max_drop=a.max_drop / 100.0, macs_budget=a.macs_budget, progress=not a.no_progress)
+    if a.quick:
+        cfg.teacher = QUICK_TEACHER
+        cfg.student_train = StudentTrainConfig(epochs=1)
+        cfg.gate_epochs = 2
+        cfg.calib_size = 256
+        cfg.qat_epochs = 1
+    if a.teacher_epochs:
+        cfg.teacher = dataclasses.replace(cfg.teacher, epochs=a.teacher_epochs)
+    if a.student_epochs:
+        cfg.student_train = dataclasses.replace(cfg.student_train, epochs=a.student_epochs)
+    for k in ("T", "alpha"):
+        if getattr(a, k) is not None:
+            setattr(cfg, k, getattr(a, k))
+    cfg.anneal = a.anneal
+    if a.command == "fashion-mnist":
+        run(cfg)
+    else:
+        run_seed_study(cfg, seeds=tuple(range(a.seeds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
