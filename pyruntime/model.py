@@ -80,15 +80,13 @@ class Model:
         return arrays
 
     def _program(self, shapes: tuple):
-        with self._lock:
-            prog = self._plans.get(shapes)
-            if prog is not None:
-                self._plans.move_to_end(shapes)
-                return prog
+        prog = self._plans.get(shapes)
+        if prog is not None:
+            return prog
         low = Lowering(self._g, list(shapes))
         low.run()
         prog = low.build(self._output_names)
-        with self._lock:
+        with self._lock:  # bounded: the oldest plan goes first
             self._plans[shapes] = prog
             self._last_arena = prog.arena_bytes
             while len(self._plans) > _PLAN_CACHE:
@@ -97,9 +95,17 @@ class Model:
 
     def run(self, output_names, feed) -> list[np.ndarray]:
         """onnxruntime-compatible: the named outputs (all when None), in that order."""
-        arrays = self._check_feed(feed)
-        prog = self._program(tuple(x.shape for x in arrays))
-        outs = prog.run(arrays, self._input_names, self._threads, self._isa)
+        # Fast path: a feed whose shapes were planned before. The native side re-checks
+        # dtype and exact shape on every call, so only a first sight needs the full checks.
+        try:
+            arrays = [feed[n] for n in self._input_names]
+            prog = self._plans.get(tuple([a.shape for a in arrays]))
+        except (TypeError, KeyError, AttributeError):
+            prog = None
+        if prog is None or len(feed) != len(arrays):
+            arrays = self._check_feed(feed)
+            prog = self._program(tuple(x.shape for x in arrays))
+        outs = prog.run(arrays, self._threads, self._isa)
         if output_names is None:
             return outs
         try:

@@ -30,32 +30,58 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r + (s.size() == 1 ? ",)" : ")");
 }
 
-py::list run_program(const Program& p, const py::list& feeds, const std::vector<std::string>& names, int threads,
-                     int isa) {
+int numpy_type_num(DType t) {
+  switch (t) {
+    case DType::f32: return py::detail::npy_api::NPY_FLOAT_;
+    case DType::u8: return py::detail::npy_api::NPY_UBYTE_;
+    case DType::s8: return py::detail::npy_api::NPY_BYTE_;
+    case DType::s32: return py::detail::npy_api::NPY_INT_;
+    case DType::s64: return py::detail::npy_api::NPY_LONGLONG_;
+    case DType::boolean: return py::detail::npy_api::NPY_BOOL_;
+  }
+  return -1;
+}
+
+// The per-call path: checks each feed against the plan (dtype and exact shape), allocates
+// the outputs, then runs every step with the GIL released.
+py::list run_program(const Program& p, const py::list& feeds, int threads, int isa) {
   const auto& in_ids = p.inputs();
   if (py::len(feeds) != in_ids.size()) throw InputError("expected " + std::to_string(in_ids.size()) + " inputs");
+  thread_local std::vector<const void*> ins;
+  thread_local std::vector<void*> outs;
+  ins.clear();
+  outs.clear();
   std::vector<py::array> keep;
-  std::vector<const void*> ins;
   for (size_t i = 0; i < in_ids.size(); ++i) {
     const Value& v = p.value(in_ids[i]);
-    py::array a = py::reinterpret_borrow<py::array>(feeds[i]);
-    if (std::string(py::str(a.dtype())) != dtype_str(v.dtype))
-      throw InputError("input '" + names[i] + "' has dtype " + std::string(py::str(a.dtype())) + ", expected " +
+    py::handle h = feeds[i];
+    if (!py::isinstance<py::array>(h))
+      throw InputError("input '" + p.input_name(i) + "' must be a numpy array, got " +
+                       std::string(py::str(py::type::of(h).attr("__name__"))));
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    if (a.dtype().num() != numpy_type_num(v.dtype) && !(v.dtype == DType::s64 && a.dtype().kind() == 'i' &&
+                                                       a.itemsize() == 8))
+      throw InputError("input '" + p.input_name(i) + "' has dtype " + std::string(py::str(a.dtype())) + ", expected " +
                        dtype_str(v.dtype) + " (no silent casts: convert it with .astype)");
-    std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
-    if (shape != v.shape)
-      throw InputError("input '" + names[i] + "' has shape " + shape_str(shape) + ", expected " + shape_str(v.shape));
-    if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
+    bool same = size_t(a.ndim()) == v.shape.size();
+    for (size_t d = 0; same && d < v.shape.size(); ++d) same = a.shape(d) == v.shape[d];
+    if (!same)
+      throw InputError("input '" + p.input_name(i) + "' has shape " +
+                       shape_str(std::vector<int64_t>(a.shape(), a.shape() + a.ndim())) + ", expected " +
+                       shape_str(v.shape));
+    if (!(a.flags() & py::array::c_style)) {
+      a = py::array::ensure(a, py::array::c_style);
+      keep.push_back(a);
+    }
     ins.push_back(a.data());
-    keep.push_back(a);
   }
-  py::list results;
-  std::vector<void*> outs;
+  py::list results(p.outputs().size());
+  size_t k = 0;
   for (int id : p.outputs()) {
     const Value& v = p.value(id);
-    py::array arr(py::dtype(dtype_str(v.dtype)), std::vector<py::ssize_t>(v.shape.begin(), v.shape.end()));
+    py::array arr(py::dtype(numpy_type_num(v.dtype)), std::vector<py::ssize_t>(v.shape.begin(), v.shape.end()));
     outs.push_back(arr.mutable_data());
-    results.append(arr);
+    results[k++] = arr;
   }
   {
     py::gil_scoped_release release;
@@ -118,5 +144,5 @@ void bind_program(py::module_& m) {
       .def("set_io", &Program::set_io)
       .def_property_readonly("arena_bytes", &Program::arena_bytes)
       .def_property_readonly("step_count", &Program::step_count)
-      .def("run", &run_program, py::arg("feeds"), py::arg("names"), py::arg("threads"), py::arg("isa"));
+      .def("run", &run_program, py::arg("feeds"), py::arg("threads"), py::arg("isa"));
 }

@@ -1,6 +1,9 @@
 #include "program.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "../kernels/fp32/elementwise.h"
@@ -68,8 +71,8 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
     case kGather: return gather_op(s, io);
     case kSgemm: return sgemm_step(s, io, ctx);
     case kQgemm: return qgemm_step(s, io, ctx);
-    case kQuantize: return quantize_op(s, io);
-    case kDequantize: return dequantize_op(s, io);
+    case kQuantize: return quantize_op(s, io, ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni);
+    case kDequantize: return dequantize_op(s, io, ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni);
     case kDynQuantize: return dynamic_quantize_op(s, io);
     case kMatMulF32: return matmul_f32_op(s, io);
     case kMatMulInt: return matmul_int_op(s, io);
@@ -96,6 +99,11 @@ void Program::run(const std::vector<const void*>& ins, const std::vector<void*>&
     return nullptr;
   };
   const RunContext ctx{threads, isa};
+  // PYRUNTIME_PROFILE=1 prints each step's op code and time to stderr (read once).
+  static const bool profile = [] {
+    const char* e = std::getenv("PYRUNTIME_PROFILE");
+    return e && *e && *e != '0';
+  }();
   thread_local StepIO io;  // reused: no allocation per call once warm
   for (const Step& s : steps_) {
     io.in.clear();
@@ -110,7 +118,15 @@ void Program::run(const std::vector<const void*>& ins, const std::vector<void*>&
       io.out.push_back(resolve(id));
       io.out_v.push_back(&values_[id]);
     }
+    if (!profile) {
+      run_step(s, io, ctx);
+      continue;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
     run_step(s, io, ctx);
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "pyruntime step op=%d out=%lld elems: %.1f us\n", s.op,
+                 static_cast<long long>(io.out_v[0]->elements()), us);
   }
 }
 

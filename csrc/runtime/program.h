@@ -59,10 +59,12 @@ class Program {
   }
   void add_step(Step s) { steps_.push_back(std::move(s)); }
   void set_arena_bytes(size_t b) { arena_bytes_ = b; }
-  void set_io(std::vector<int> inputs, std::vector<int> outputs) {
+  void set_io(std::vector<int> inputs, std::vector<int> outputs, std::vector<std::string> input_names) {
     inputs_ = std::move(inputs);
     outputs_ = std::move(outputs);
+    input_names_ = std::move(input_names);
   }
+  const std::string& input_name(size_t i) const { return input_names_[i]; }
   const Value& value(int id) const { return values_[id]; }
   const std::vector<int>& inputs() const { return inputs_; }
   const std::vector<int>& outputs() const { return outputs_; }
@@ -77,6 +79,7 @@ class Program {
   std::vector<std::shared_ptr<void>> constants_;
   std::vector<Step> steps_;
   std::vector<int> inputs_, outputs_;
+  std::vector<std::string> input_names_;  // for error messages
   size_t arena_bytes_ = 0;
 };
 

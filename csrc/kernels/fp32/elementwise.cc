@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "pyruntime/errors.h"
 
@@ -12,21 +13,19 @@ namespace {
 
 // Integer Div truncates toward zero like ONNX's reference (numpy would floor); division
 // by zero yields 0 instead of trapping.
-template <typename T>
-inline T apply(int op, T a, T b) {
-  switch (op) {
-    case 0: return T(a + b);
-    case 1: return T(a - b);
-    case 2: return T(a * b);
-    default:
-      if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : T(a / b);
-      else return a / b;
-  }
+template <int Op, typename T>
+inline T apply(T a, T b) {
+  if constexpr (Op == 0) return T(a + b);
+  else if constexpr (Op == 1) return T(a - b);
+  else if constexpr (Op == 2) return T(a * b);
+  else if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : T(a / b);
+  else return a / b;
 }
 
-template <typename T>
+// The op is a template parameter so every inner loop is a plain vectorisable loop.
+template <int Op, typename T>
 void binary_typed(const Step& s, const StepIO& io) {
-  const int op = int(s.ints[0]), R = int(s.ints[1]);
+  const int R = int(s.ints[1]);
   const int64_t* shape = &s.ints[2];
   const int64_t* sa = shape + R;
   const int64_t* sb = sa + R;
@@ -36,7 +35,7 @@ void binary_typed(const Step& s, const StepIO& io) {
   const int64_t total = io.out_v[0]->elements();
   if (total == 0) return;
   if (R == 0) {
-    y[0] = apply<T>(op, a[0], b[0]);
+    y[0] = apply<Op, T>(a[0], b[0]);
     return;
   }
   // Walk the output in row-major order; the innermost dimension is a tight loop.
@@ -44,16 +43,18 @@ void binary_typed(const Step& s, const StepIO& io) {
   int64_t idx[8] = {0};
   int64_t oa = 0, ob = 0;
   for (int64_t done = 0; done < total; done += inner) {
+    const T* ap = a + oa;
+    const T* bp = b + ob;
     if (ia == 1 && ib == 1) {
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, a[oa + j], b[ob + j]);
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(ap[j], bp[j]);
     } else if (ia == 1 && ib == 0) {
-      const T bv = b[ob];
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, a[oa + j], bv);
+      const T bv = *bp;
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(ap[j], bv);
     } else if (ia == 0 && ib == 1) {
-      const T av = a[oa];
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, av, b[ob + j]);
+      const T av = *ap;
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(av, bp[j]);
     } else {
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<T>(op, a[oa + j * ia], b[ob + j * ib]);
+      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(ap[j * ia], bp[j * ib]);
     }
     y += inner;
     for (int d = R - 2; d >= 0; --d) {
@@ -67,15 +68,25 @@ void binary_typed(const Step& s, const StepIO& io) {
   }
 }
 
+template <typename T>
+void binary_dispatch(const Step& s, const StepIO& io) {
+  switch (s.ints[0]) {
+    case 0: return binary_typed<0, T>(s, io);
+    case 1: return binary_typed<1, T>(s, io);
+    case 2: return binary_typed<2, T>(s, io);
+    default: return binary_typed<3, T>(s, io);
+  }
+}
+
 }  // namespace
 
 void binary_op(const Step& s, const StepIO& io) {
   switch (io.out_v[0]->dtype) {
-    case DType::f32: return binary_typed<float>(s, io);
-    case DType::s32: return binary_typed<int32_t>(s, io);
-    case DType::s64: return binary_typed<int64_t>(s, io);
-    case DType::u8: return binary_typed<uint8_t>(s, io);
-    case DType::s8: return binary_typed<int8_t>(s, io);
+    case DType::f32: return binary_dispatch<float>(s, io);
+    case DType::s32: return binary_dispatch<int32_t>(s, io);
+    case DType::s64: return binary_dispatch<int64_t>(s, io);
+    case DType::u8: return binary_dispatch<uint8_t>(s, io);
+    case DType::s8: return binary_dispatch<int8_t>(s, io);
     default: throw UnsupportedError("binary op on this dtype");
   }
 }

@@ -4,8 +4,9 @@
 
 namespace pyrt {
 
-void quantize_op(const Step& s, const StepIO& io);
-void dequantize_op(const Step& s, const StepIO& io);
+// avx2: the CPU may run AVX2 (bit-identical results either way).
+void quantize_op(const Step& s, const StepIO& io, bool avx2);
+void dequantize_op(const Step& s, const StepIO& io, bool avx2);
 void dynamic_quantize_op(const Step& s, const StepIO& io);
 // Quantized Add with broadcasting (QLinearAdd, DQ -> Add -> Q).
 void qadd_op(const Step& s, const StepIO& io);
