@@ -123,7 +123,7 @@ class Lowering:
             prog.add_step(s["op"], [vid(i) for i in s["inputs"]], [vid(o) for o in s["outputs"]], s["ints"],
                           s["floats"], s["qweights"], s["fweights"], s["i32"], s["f32"])
         prog.set_arena_bytes(int(arena_bytes))
-        prog.set_io(in_ids, o_ids)
+        prog.set_io(in_ids, o_ids, g_inputs)
         return prog
 
 
