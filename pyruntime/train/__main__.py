@@ -26,23 +26,21 @@ def main(argv=None) -> int:
                    help="exit calibration: expected-MACs budget as a fraction of the full graph (overrides --max-drop)")
     p.add_argument("--seeds", type=int, default=3, help="seed-study: number of seeds")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--zoo", action="store_true",
+                   help="fashion-mnist: copy the model into pyruntime/zoo/ with its card (the shipped student)")
     a = p.parse_args(argv)
 
     import torch
 
     from .distill import StudentTrainConfig
-    from .pipeline import QUICK_TEACHER, PipelineConfig, run, run_seed_study
+    from .pipeline import PipelineConfig, run, run_seed_study
 
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = PipelineConfig(out=a.out or f"runs/{a.command}", cache=a.cache, quick=a.quick, tune=a.tune,
                          max_drop=a.max_drop / 100.0, macs_budget=a.macs_budget, progress=not a.no_progress)
     if a.quick:
-        cfg.teacher = QUICK_TEACHER
-        cfg.student_train = StudentTrainConfig(epochs=1)
-        cfg.gate_epochs = 2
-        cfg.calib_size = 256
-        cfg.qat_epochs = 1
+        cfg.make_quick()
     if a.teacher_epochs:
         cfg.teacher = dataclasses.replace(cfg.teacher, epochs=a.teacher_epochs)
     if a.student_epochs:
@@ -53,6 +51,9 @@ def main(argv=None) -> int:
     cfg.anneal = a.anneal
     if a.command == "fashion-mnist":
         run(cfg)
+        if a.zoo:
+            from .zoo import ship
+            print(f"shipped {ship(cfg.out)}")
     else:
         run_seed_study(cfg, seeds=tuple(range(a.seeds)))
     return 0

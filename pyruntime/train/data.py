@@ -70,6 +70,27 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return data.reshape(shape)
 
 
+def write_idx(path: str | os.PathLike, array: np.ndarray):
+    """Writes a uint8 array as an IDX file (gzip-compressed if the name ends in .gz)."""
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    blob = bytes([0, 0, 0x08, a.ndim]) + struct.pack(">" + "I" * a.ndim, *a.shape) + a.tobytes()
+    path = Path(path)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(blob)
+
+
+def write_fake_dataset(directory: str | os.PathLike, n_train: int = 1200, n_test: int = 300, seed: int = 0):
+    """Writes a small learnable stand-in for Fashion-MNIST in IDX format (for tests)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    syn = synthetic(n_train, 1, n_test, seed=seed)
+    for split, stem in (("train", "train"), ("test", "t10k")):
+        sp = getattr(syn, split)
+        write_idx(d / f"{stem}-images-idx3-ubyte.gz", np.round(sp.x[:, 0] * 255))
+        write_idx(d / f"{stem}-labels-idx1-ubyte.gz", sp.y)
+    return d
+
+
 @dataclasses.dataclass
 class Split:
     x: np.ndarray  # float32 [N,1,28,28] in [0,1]
@@ -109,6 +130,7 @@ def load_fashion_mnist(root=None, *, val_size: int = VAL_SIZE, train_subset: int
     chosen by a permutation seeded with `seed` (the same every run); train is the rest."""
     raw = load_raw(root)
     x, y = _to_float(raw["train_images"]), raw["train_labels"].astype(np.int64)
+    val_size = min(val_size, len(y) // 5)  # small stand-in sets (tests) keep 80% for training
     perm = np.random.default_rng(seed).permutation(len(y))
     val_idx, tr_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
     train = Split(x[tr_idx], y[tr_idx]).subset(train_subset, seed=1)

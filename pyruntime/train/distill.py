@@ -42,7 +42,7 @@ def teacher_logits(teacher, x, flips=True, desc="teacher logits") -> torch.Tenso
 
 @dataclasses.dataclass(frozen=True)
 class StudentTrainConfig:
-    epochs: int = 15
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 0.05
     weight_decay: float = 5e-4

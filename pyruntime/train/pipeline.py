@@ -20,7 +20,7 @@ from .models import (GateConfig, StudentConfig, TeacherConfig, cache_dir, count_
 from .teacher import get_teacher
 
 DEFAULT_GATES = (GateConfig("stage1", grid=2), GateConfig("stage2", grid=2))
-QUICK_TEACHER = TeacherConfig(widths=(8, 16, 32), blocks=(1, 1, 1), epochs=1, train_subset=2000)
+QUICK_TEACHER = TeacherConfig(widths=(8, 16, 32), blocks=(1, 1, 1), epochs=1, train_subset=1000)
 TUNE_GRID = [(2.0, 0.5, False), (4.0, 0.5, False), (4.0, 0.9, False), (4.0, 0.9, True), (8.0, 0.7, False)]
 
 
@@ -44,7 +44,25 @@ class PipelineConfig:
     calib_size: int = 2000
     ptq_max_loss: float = 0.003
     qat_epochs: int = 2
+    calib_candidates: int | None = None  # threshold grid per gate and rule (None: ~20000 combinations)
     progress: bool = True
+
+    def make_quick(self):
+        """Smoke mode: 1000 training images, a tiny teacher, 1 epoch everywhere."""
+        self.quick = True
+        self.teacher = QUICK_TEACHER
+        self.student_train = StudentTrainConfig(epochs=1)
+        self.gate_epochs = 2
+        self.calib_size = 256
+        self.calib_candidates = 10
+        self.qat_epochs = 1
+        return self
+
+
+def _load(cfg):
+    if cfg.quick:
+        return load_fashion_mnist(train_subset=1000, test_subset=500)
+    return load_fashion_mnist()
 
 
 def _logits_cache(teacher, tkey, data, cache, log):
@@ -76,10 +94,7 @@ def run(cfg: PipelineConfig, log=print) -> dict:
     timings = rep["timings_s"] = {}
 
     # ---------------------------------------------------------------- data
-    if cfg.quick:
-        data = load_fashion_mnist(train_subset=2000, test_subset=1000)
-    else:
-        data = load_fashion_mnist()
+    data = _load(cfg)
     log(f"data: train {len(data.train)}, val {len(data.val)} (held out from train), test {len(data.test)}")
 
     # ---------------------------------------------------------------- teacher
@@ -131,7 +146,7 @@ def run(cfg: PipelineConfig, log=print) -> dict:
         gv = G.gate_logits(gates, G.pooled_features(student, gates, data.val.x))
         gt = G.gate_logits(gates, G.pooled_features(student, gates, data.test.x))
         cal = G.calibrate(fp_final_val, gv, data.val.y, fr, max_drop=cfg.max_drop, macs_budget=cfg.macs_budget,
-                          return_sweep=True)
+                          n_candidates=cfg.calib_candidates, return_sweep=True)
         sweeps[f"fp32 {loss}"] = cal.pop("pareto")
         st = G.exit_stats(fp_final_test, gt, cal["rules"], cal["thresholds"], data.test.y, fr)
         st.pop("exit_index")
@@ -178,7 +193,7 @@ def run(cfg: PipelineConfig, log=print) -> dict:
     fr = E.macs_fractions(model, gate_outs)
     ov = E.run_onnxruntime(model, data.val.x)
     cal = G.calibrate(ov[0], ov[1:], data.val.y, fr, max_drop=cfg.max_drop, macs_budget=cfg.macs_budget,
-                      return_sweep=True)
+                      n_candidates=cfg.calib_candidates, return_sweep=True)
     sweeps["int8 hinge (onnxruntime)"] = cal.pop("pareto")
     meta = E.set_exits(model, cal["rules"], cal["thresholds"])
     model.doc_string = (f"pyruntime.train Fashion-MNIST student: int8 QDQ, {len(gate_outs)} early exits; "
@@ -319,7 +334,7 @@ def render_report(rep: dict) -> str:
 def run_seed_study(cfg: PipelineConfig, seeds=(0, 1, 2), log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_fashion_mnist(train_subset=2000, test_subset=1000) if cfg.quick else load_fashion_mnist()
+    data = _load(cfg)
     teacher, _ = get_teacher(data, cfg.teacher, cfg.cache, log=log, progress=cfg.progress)
     tl = _logits_cache(teacher, cfg.teacher.key(), data, cfg.cache, log)
     T, alpha, anneal = cfg.T, cfg.alpha, cfg.anneal
