@@ -63,7 +63,7 @@ def test_calibration_meets_accuracy_target():
     y, heads, final = _synthetic_case()
     fr = [0.1, 0.5]
     base = float((final.argmax(1) == y).mean())
-    cal = calibrate(final, heads, y, fr, max_drop=0.005)
+    cal = calibrate(final, heads, y, fr, max_drop=0.005, n_candidates=24)
     assert cal["accuracy"] >= base - 0.005 - 1e-12
     assert cal["expected_macs"] < 0.8  # confident, correct samples do exit
     st = exit_stats(final, heads, cal["rules"], cal["thresholds"], y, fr)
@@ -71,7 +71,7 @@ def test_calibration_meets_accuracy_target():
     assert st["expected_macs"] == pytest.approx(cal["expected_macs"])
     assert sum(r["rate"] for r in st["per_exit"]) == pytest.approx(1.0)
     # a looser target never costs more MACs
-    loose = calibrate(final, heads, y, fr, max_drop=0.05)
+    loose = calibrate(final, heads, y, fr, max_drop=0.05, n_candidates=24)
     assert loose["expected_macs"] <= cal["expected_macs"] + 1e-12
     assert loose["accuracy"] >= base - 0.05 - 1e-12
 
@@ -79,7 +79,7 @@ def test_calibration_meets_accuracy_target():
 def test_calibration_meets_macs_budget():
     y, heads, final = _synthetic_case(seed=1)
     fr = [0.1, 0.5]
-    cal = calibrate(final, heads, y, fr, macs_budget=0.4)
+    cal = calibrate(final, heads, y, fr, macs_budget=0.4, n_candidates=24)
     assert cal["expected_macs"] <= 0.4 + 1e-12
     st = exit_stats(final, heads, cal["rules"], cal["thresholds"], y, fr)
     assert st["expected_macs"] == pytest.approx(cal["expected_macs"])
