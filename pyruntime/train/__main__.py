@@ -24,7 +24,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-drop", type=float, default=0.5, help="exit calibration: max accuracy drop in pp")
     p.add_argument("--macs-budget", type=float, default=None,
                    help="exit calibration: expected-MACs budget as a fraction of the full graph (overrides --max-drop)")
-    p.add_argument("--seeds", type=int, default=3, help="seed-study: number of seeds")
+    p.add_argument("--seeds", type=int, default=3, help="seed-study: number of seeds (0..N-1)")
+    p.add_argument("--seed-list", default=None, help="seed-study: explicit seeds, e.g. 1,2")
+    p.add_argument("--merge-report", default=None,
+                   help="seed-study: a pipeline report.json whose seed (same config) joins the study")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--zoo", action="store_true",
                    help="fashion-mnist: copy the model into pyruntime/zoo/ with its card (the shipped student)")
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
             from .zoo import ship
             print(f"shipped {ship(cfg.out)}")
     else:
-        run_seed_study(cfg, seeds=tuple(range(a.seeds)))
+        seeds = tuple(int(v) for v in a.seed_list.split(",")) if a.seed_list else tuple(range(a.seeds))
+        run_seed_study(cfg, seeds=seeds, merge_report=a.merge_report)
     return 0
 
 

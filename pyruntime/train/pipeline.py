@@ -14,7 +14,7 @@ import torch
 
 from . import engine, export as E, gates as G, quantize as Q
 from .data import CLASSES, load_fashion_mnist
-from .distill import StudentTrainConfig, teacher_logits, train_student, tune, seed_study
+from .distill import StudentTrainConfig, mean_ci95, seed_study, teacher_logits, train_student, tune
 from .models import (GateConfig, StudentConfig, TeacherConfig, cache_dir, count_macs, count_params,
                      exit_macs_fractions, gate_macs)
 from .teacher import get_teacher
@@ -331,7 +331,7 @@ def render_report(rep: dict) -> str:
     return "\n".join(L)
 
 
-def run_seed_study(cfg: PipelineConfig, seeds=(0, 1, 2), log=print) -> dict:
+def run_seed_study(cfg: PipelineConfig, seeds=(0, 1, 2), log=print, merge_report=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data = _load(cfg)
@@ -345,10 +345,30 @@ def run_seed_study(cfg: PipelineConfig, seeds=(0, 1, 2), log=print) -> dict:
         res["tuning"] = rows
     res.update(seed_study(data, teacher, cfg.student, cfg.student_train, T, alpha, anneal, seeds=seeds,
                           progress=cfg.progress, log=log, cached_logits=tl))
+    if merge_report:  # add the seed the pipeline trained with the same configuration
+        pr = json.loads(Path(merge_report).read_text())["student"]
+        same = (pr["config"] == json.loads(json.dumps(dataclasses.asdict(cfg.student)))
+                and pr["train"]["epochs"] == cfg.student_train.epochs and pr["T"] == T and pr["alpha"] == alpha
+                and pr["anneal"] == anneal)
+        if not same:
+            raise ValueError(f"{merge_report} was made with another student or KD configuration")
+        sd = pr["train"]["seed"]
+        if sd not in res["seeds"]:
+            res["seeds"].insert(0, sd)
+            res["hard"].insert(0, pr["hard"]["test_acc"])
+            res["distilled"].insert(0, pr["distilled"]["test_acc"])
+            res["gain_pp"] = [100 * (s - h) for s, h in zip(res["distilled"], res["hard"])]
+            res["gain_mean_pp"], res["gain_ci95_pp"] = mean_ci95(res["gain_pp"])
+            res["hard_mean"], res["distilled_mean"] = mean_ci95(res["hard"]), mean_ci95(res["distilled"])
+            res["merged_from"] = str(merge_report)
     L = ["# Distillation seed study (Fashion-MNIST test set)", "",
          f"Student {cfg.student.stages}, {cfg.student_train.epochs} epochs; KD T={T}, alpha={alpha}, anneal={anneal} "
-         f"(chosen on the validation split{' by the grid below' if cfg.tune else ' beforehand'}).", "",
+         + ("(chosen on the validation split by the grid below)." if cfg.tune else "(fixed beforehand, not tuned in this run).") + "",
+         "",
          "| seed | hard labels | distilled | gain |", "|---|---|---|---|"]
+    if res.get("merged_from"):
+        L.insert(4, f"Seed {res['seeds'][0]} comes from the pipeline run {res['merged_from']} (same configuration).")
+        L.insert(5, "")
     for sd, h, s in zip(res["seeds"], res["hard"], res["distilled"]):
         L.append(f"| {sd} | {_pct(h)} | {_pct(s)} | {100 * (s - h):+.2f}pp |")
     L += [f"| mean ± 95% CI | {_pct(res['hard_mean'][0])} ± {100 * res['hard_mean'][1]:.2f} | "
