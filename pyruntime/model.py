@@ -14,7 +14,7 @@ import numpy as np
 from . import _native
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
-from .onnx_import import passes
+from .onnx_import import fuse_qadd, passes
 from .onnx_import.lower import LOWER, Lowering, unsupported
 from .ops import _isa_index, _threads
 
@@ -138,7 +138,7 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
     packing happen here, so a model problem fails now rather than at the first call."""
     proto, _ = _load_proto(model, allow_external_data, max_tensor_elements)
     g = graph_mod.from_model(proto)
-    g = passes.run_all(g)
+    g = passes.remove_dead(fuse_qadd.fuse_qdq_add(passes.run_all(g)))
     for n in g.nodes:
         if (n.domain, n.op) not in LOWER:
             raise unsupported(n)

@@ -22,6 +22,7 @@ enum OpCode : int {
   kMatMulInt = 14,     // general batched int8: inputs a, b, a_zp?, b_zp? [, a_scale, b_scale, y_scale, y_zp]
                        // ints: batches, M, K, N, requant(0/1), then (a_off, b_off) per batch
   kQAdd = 15,          // quantized Add: ints: rank R, out_shape[R], a_strides[R], b_strides[R], a_zp, b_zp, y_zp
+                       // [, lo, hi] (a fused Relu)
                        // floats: m_a = s_a / s_y, m_b = s_b / s_y (rounded to f32 by the lowering)
   kBatchNorm = 16,     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
 };

@@ -175,7 +175,10 @@ void qadd_typed(const Step& s, const StepIO& io) {
   const int64_t* sb = sa + R;
   const int32_t a_zp = int32_t(sb[R]), b_zp = int32_t(sb[R + 1]), y_zp = int32_t(sb[R + 2]);
   const float ma = float(s.floats[0]), mb = float(s.floats[1]);
-  const float lo = std::is_same_v<TY, uint8_t> ? 0.0f : -128.0f, hi = std::is_same_v<TY, uint8_t> ? 255.0f : 127.0f;
+  // An optional clamp (a fused Relu) follows the zero points; else the dtype's range.
+  const bool clamp = s.ints.size() >= size_t(1 + 3 * R + 5);
+  const float lo = clamp ? float(sb[R + 3]) : (std::is_same_v<TY, uint8_t> ? 0.0f : -128.0f);
+  const float hi = clamp ? float(sb[R + 4]) : (std::is_same_v<TY, uint8_t> ? 255.0f : 127.0f);
   const TA* a = static_cast<const TA*>(io.in[0]);
   const TB* b = static_cast<const TB*>(io.in[1]);
   TY* y = static_cast<TY*>(io.out[0]);
