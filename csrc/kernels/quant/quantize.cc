@@ -183,13 +183,26 @@ void qadd_typed(const Step& s, const StepIO& io) {
   const TB* b = static_cast<const TB*>(io.in[1]);
   TY* y = static_cast<TY*>(io.out[0]);
   const int64_t total = io.out_v[0]->elements();
-  int64_t idx[8] = {0}, oa = 0, ob = 0;
-  for (int64_t i = 0; i < total; ++i) {
-    const float pa = float(int32_t(a[oa]) - a_zp) * ma;
-    const float pb = float(int32_t(b[ob]) - b_zp) * mb;
+  if (total == 0) return;
+  auto one = [&](TA av, TB bv) {
+    const float pa = float(int32_t(av) - a_zp) * ma;
+    const float pb = float(int32_t(bv) - b_zp) * mb;
     const float v = __builtin_roundevenf(pa + pb) + float(y_zp);
-    y[i] = TY(std::min(std::max(v, lo), hi));
-    for (int d = R - 1; d >= 0; --d) {
+    return TY(std::min(std::max(v, lo), hi));
+  };
+  if (R == 0) {
+    y[0] = one(a[0], b[0]);
+    return;
+  }
+  // Row by row over the innermost dimension, like the float element-wise loops.
+  const int64_t inner = shape[R - 1], ia = sa[R - 1], ib = sb[R - 1];
+  int64_t idx[8] = {0}, oa = 0, ob = 0;
+  for (int64_t done = 0; done < total; done += inner) {
+    const TA* ap = a + oa;
+    const TB* bp = b + ob;
+    for (int64_t j = 0; j < inner; ++j) y[j] = one(ap[j * ia], bp[j * ib]);
+    y += inner;
+    for (int d = R - 2; d >= 0; --d) {
       oa += sa[d];
       ob += sb[d];
       if (++idx[d] < shape[d]) break;
