@@ -817,8 +817,10 @@ def _const_array(proto) -> np.ndarray | None:
     return None
 
 
-_CONST_ATTR_TYPES = {"value_float": (TensorProto.FLOAT, False), "value_floats": (TensorProto.FLOAT, True),
-                     "value_int": (TensorProto.INT64, False), "value_ints": (TensorProto.INT64, True)}
+_CONST_ATTR_TYPES = {"value_float": (TensorProto.FLOAT, False),
+                     "value_floats": (TensorProto.FLOAT, True),
+                     "value_int": (TensorProto.INT64, False),
+                     "value_ints": (TensorProto.INT64, True)}
 
 
 def _add_constant_node(info: _Info, node) -> None:
@@ -856,8 +858,8 @@ def _numel(shape) -> int | None:
 def _check_scale(node, desc, info: _Info, sname: str, role_desc: str) -> None:
     t = info.types.get(sname)
     if t is not None and t not in _FLOAT_TYPES:
-        raise ModelError(f"{desc}: scale '{sname}' (of {role_desc}) has type {_type_name(t)}; a scale "
-                         f"must be a float tensor (float, float16 or bfloat16); {_REEXPORT}")
+        raise ModelError(f"{desc}: scale '{sname}' (of {role_desc}) has type {_type_name(t)}; "
+                         f"a scale must be a float tensor (float, float16 or bfloat16); {_REEXPORT}")
     if sname not in info.consts:
         return
     arr = _const_array(info.consts[sname])
@@ -871,8 +873,8 @@ def _check_scale(node, desc, info: _Info, sname: str, role_desc: str) -> None:
         what = "NaN" if np.isnan(v) else ("infinite" if np.isinf(v) else
                                           ("zero" if v == 0 else "negative"))
         at = f" at index {k}" if vals.size > 1 else ""
-        raise ModelError(f"{desc}: scale '{sname}' (of {role_desc}) is {what} ({float(v)!r}{at}); every "
-                         "quantization scale must be finite and > 0; fix the scale (recalibrate "
+        raise ModelError(f"{desc}: scale '{sname}' (of {role_desc}) is {what} ({float(v)!r}{at}); "
+                         "every quantization scale must be finite and > 0; fix the scale (recalibrate "
                          "and re-quantize the model)")
 
 
@@ -895,7 +897,8 @@ def _check_zp_type(node, key, desc, info: _Info, zname: str, dname: str | None,
                    f"declared {_type_name(dt)}")
         else:
             why = f"it must have the type of input '{dname}', which is {_type_name(dt)}"
-        raise ModelError(f"{desc}: zero point '{zname}' (of {role_desc}) is {_type_name(zt)}; {why}; "
+        raise ModelError(f"{desc}: zero point '{zname}' (of {role_desc}) is {_type_name(zt)}; "
+                         f"{why}; "
                          f"make the two types agree; {_REEXPORT}")
     if (key[1] == "DequantizeLinear" and (zt or dt) == TensorProto.INT32 and zname in info.consts):
         arr = _const_array(info.consts[zname])
@@ -1007,7 +1010,7 @@ def _check_lengths(node, key, desc, info: _Info, sname, zname, dname, role, opse
     if want is not None and n != want:
         raise ModelError(f"{desc}: {what} '{name}' has {n} elements but '{dname}' has {want} "
                          f"{axis_name} (shape {list(dshape)}); a 1-D {what} must have one entry "
-                         f"per {axis_name.rstrip('s') if axis_name != 'columns of op(B)' else 'column'}"
+                         f"per {'column' if role in ('cols', 'gemm_b') else axis_name.rstrip('s')}"
                          f"; {_REEXPORT}")
 
 
