@@ -28,11 +28,11 @@ class IOInfo:
     shape: tuple  # ints, or strings for symbolic dimensions
 
 
-def _load_proto(model, allow_external_data: bool, max_tensor_elements: int):
+def _load_proto(model, allow_external_data: bool, max_tensor_elements: int, max_model_bytes: int):
     from .onnx_import.validate import load_model_proto
 
     return load_model_proto(model, allow_external_data=allow_external_data,
-                            max_tensor_elements=max_tensor_elements)
+                            max_tensor_elements=max_tensor_elements, max_model_bytes=max_model_bytes)
 
 
 class Model:
@@ -133,10 +133,10 @@ class Model:
 
 
 def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external_data=False,
-         max_tensor_elements=1 << 28) -> Model:
+         max_tensor_elements=1 << 28, max_model_bytes=1 << 31) -> Model:
     """Loads an ONNX model (path, bytes or onnx.ModelProto): validation, fusion and weight
     packing happen here, so a model problem fails now rather than at the first call."""
-    proto, _ = _load_proto(model, allow_external_data, max_tensor_elements)
+    proto, _ = _load_proto(model, allow_external_data, max_tensor_elements, max_model_bytes)
     g = graph_mod.from_model(proto)
     g = passes.remove_dead(fuse_qadd.fuse_qdq_add(passes.run_all(g)))
     for n in g.nodes:
