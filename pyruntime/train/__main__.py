@@ -1,5 +1,6 @@
 """python -m pyruntime.train fashion-mnist --out DIR   (the whole pipeline)
-python -m pyruntime.train seed-study --out DIR      (hard vs distilled over 3 seeds)"""
+python -m pyruntime.train seed-study --out DIR      (hard vs distilled over 3 seeds)
+python -m pyruntime.train experiments --out DIR     (3% of the data; an omitted class)"""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import sys
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pyruntime.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["fashion-mnist", "seed-study"])
+    p.add_argument("command", choices=["fashion-mnist", "seed-study", "experiments"])
     p.add_argument("--out", default=None, help="output directory (default runs/<command>)")
     p.add_argument("--cache", default=None, help="checkpoint cache (default $PYRUNTIME_CACHE or ~/.cache/pyruntime)")
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny subsets, tiny teacher, 1 epoch")
@@ -27,7 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="seed-study: number of seeds (0..N-1)")
     p.add_argument("--seed-list", default=None, help="seed-study: explicit seeds, e.g. 1,2")
     p.add_argument("--merge-report", default=None,
-                   help="seed-study: a pipeline report.json whose seed (same config) joins the study")
+                   help="seed-study: a pipeline report.json whose seed (same config) joins the study; "
+                        "experiments: take the full-data student's accuracy from it")
+    p.add_argument("--which", default="3pct,omit", help="experiments: 3pct and/or omit")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--zoo", action="store_true",
                    help="fashion-mnist: copy the model into pyruntime/zoo/ with its card (the shipped student)")
@@ -57,6 +60,15 @@ def main(argv=None) -> int:
         if a.zoo:
             from .zoo import ship
             print(f"shipped {ship(cfg.out)}")
+    elif a.command == "experiments":
+        import json
+        from pathlib import Path
+
+        from .experiments import run_experiments
+        full = None
+        if a.merge_report:  # the full-data hard-label student of a pipeline run with the same config
+            full = json.loads(Path(a.merge_report).read_text())["student"]["hard"]["test_acc"]
+        run_experiments(cfg, which=tuple(a.which.split(",")), full_acc=full)
     else:
         seeds = tuple(int(v) for v in a.seed_list.split(",")) if a.seed_list else tuple(range(a.seeds))
         run_seed_study(cfg, seeds=seeds, merge_report=a.merge_report)
