@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import engine
-from .models import Student, StudentConfig, count_macs, count_params
+from .models import Student, StudentConfig, cache_path, config_hash, load_checkpoint, save_checkpoint
 
 
 def kd_loss(student_logits, teacher_logits, labels, T: float, alpha: float) -> torch.Tensor:
@@ -52,13 +52,27 @@ class StudentTrainConfig:
 
 def train_student(data, cfg: StudentConfig = StudentConfig(), tcfg: StudentTrainConfig = StudentTrainConfig(),
                   *, cached_logits=None, T: float = 4.0, alpha: float = 0.0, anneal: bool = False,
-                  train=None, desc=None, progress=True):
+                  train=None, desc=None, progress=True, cache=None, teacher_key: str | None = None):
     """Trains a fresh student. alpha == 0 (or no cached logits) is hard-label training.
-    `cached_logits` is teacher_logits(teacher, train.x) for the same `train` split."""
+    `cached_logits` is teacher_logits(teacher, train.x) for the same `train` split.
+    With `cache` (a directory) and `teacher_key` the trained student is kept on disk under
+    the hash of everything that defines it, and loaded instead of retrained next time."""
     train = train if train is not None else data.train
+    soft = cached_logits is not None and alpha > 0
+    path = None
+    if cache is not None and (teacher_key or not soft) and train is data.train:
+        key = config_hash("student", {"cfg": dataclasses.asdict(cfg), "train": dataclasses.asdict(tcfg),
+                                      "soft": soft, "T": T if soft else None, "alpha": alpha if soft else None,
+                                      "anneal": anneal if soft else None, "teacher": teacher_key if soft else None,
+                                      "data": data.name, "n": len(train)})
+        path = cache_path(f"student-{data.name}", key, cache)
+        student = Student(cfg)
+        meta = load_checkpoint(path, student)
+        if meta is not None:
+            student.eval()
+            return student, meta
     engine.seed_everything(tcfg.seed)
     student = Student(cfg)
-    soft = cached_logits is not None and alpha > 0
 
     def loss_fn(m, xb, yb, idx, flip, prog):
         s = m(xb)
@@ -72,6 +86,8 @@ def train_student(data, cfg: StudentConfig = StudentConfig(), tcfg: StudentTrain
     res = engine.fit(student, train.x, train.y, epochs=tcfg.epochs, batch_size=tcfg.batch_size, lr=tcfg.lr,
                      weight_decay=tcfg.weight_decay, augment_mode=tcfg.augment, loss_fn=loss_fn, seed=tcfg.seed,
                      desc=desc or ("student KD" if soft else "student hard"), progress=progress)
+    if path is not None:
+        save_checkpoint(path, student, res)
     return student, res
 
 
@@ -114,7 +130,7 @@ def mean_ci95(values) -> tuple[float, float]:
 
 
 def seed_study(data, teacher, student_cfg, tcfg, T, alpha, anneal=False, seeds=(0, 1, 2), progress=True,
-               log=print, cached_logits=None):
+               log=print, cached_logits=None, cache=None, teacher_key=None):
     """Hard-label vs distilled student over seeds, on the test set. Returns a dict with the
     per-seed accuracies and the gain's mean and 95% interval (paired by seed)."""
     if cached_logits is None:
@@ -122,9 +138,9 @@ def seed_study(data, teacher, student_cfg, tcfg, T, alpha, anneal=False, seeds=(
     hard, soft = [], []
     for sd in seeds:
         tc = dataclasses.replace(tcfg, seed=sd)
-        h, _ = train_student(data, student_cfg, tc, desc=f"seed {sd} hard", progress=progress)
+        h, _ = train_student(data, student_cfg, tc, desc=f"seed {sd} hard", progress=progress, cache=cache)
         s, _ = train_student(data, student_cfg, tc, cached_logits=cached_logits, T=T, alpha=alpha, anneal=anneal,
-                             desc=f"seed {sd} KD", progress=progress)
+                             desc=f"seed {sd} KD", progress=progress, cache=cache, teacher_key=teacher_key)
         hard.append(engine.accuracy(engine.predict(h, data.test.x), data.test.y))
         soft.append(engine.accuracy(engine.predict(s, data.test.x), data.test.y))
         log(f"  seed {sd}: hard {hard[-1]:.4f}  distilled {soft[-1]:.4f}  gain {100 * (soft[-1] - hard[-1]):+.2f}pp")

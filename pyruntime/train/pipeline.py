@@ -49,6 +49,11 @@ class PipelineConfig:
     qat_epochs: int = 2
     calib_candidates: int | None = None  # threshold grid per gate and rule (None: ~20000 combinations)
     progress: bool = True
+    reuse_students: bool = True  # keep trained students in the cache too (keyed by their whole config)
+
+    @property
+    def cache_students(self):
+        return str(cache_dir(self.cache)) if self.reuse_students else None
 
     def make_quick(self):
         """Smoke mode: 1000 training images, a tiny teacher, 1 epoch everywhere."""
@@ -59,6 +64,7 @@ class PipelineConfig:
         self.calib_size = 256
         self.calib_candidates = 10
         self.qat_epochs = 1
+        self.reuse_students = False
         return self
 
 
@@ -119,9 +125,10 @@ def run(cfg: PipelineConfig, log=print) -> dict:
         best, rows = tune(tl, data, cfg.student, cfg.student_train, TUNE_GRID, progress=cfg.progress, log=log)
         T, alpha, anneal = best["T"], best["alpha"], best["anneal"]
         rep["tuning"] = rows
-    hard, _ = train_student(data, cfg.student, cfg.student_train, progress=cfg.progress)
+    hard, _ = train_student(data, cfg.student, cfg.student_train, progress=cfg.progress, cache=cfg.cache_students)
     student, sres = train_student(data, cfg.student, cfg.student_train, cached_logits=tl, T=T, alpha=alpha,
-                                  anneal=anneal, progress=cfg.progress)
+                                  anneal=anneal, progress=cfg.progress, cache=cfg.cache_students,
+                                  teacher_key=cfg.teacher.key())
     hard_val, kd_val = (_acc(engine.predict(m, data.val.x), data.val.y) for m in (hard, student))
     hard_test, kd_test = (_acc(engine.predict(m, data.test.x), data.test.y) for m in (hard, student))
     s_macs = count_macs(student)
@@ -347,7 +354,8 @@ def run_seed_study(cfg: PipelineConfig, seeds=(0, 1, 2), log=print, merge_report
         T, alpha, anneal = best["T"], best["alpha"], best["anneal"]
         res["tuning"] = rows
     res.update(seed_study(data, teacher, cfg.student, cfg.student_train, T, alpha, anneal, seeds=seeds,
-                          progress=cfg.progress, log=log, cached_logits=tl))
+                          progress=cfg.progress, log=log, cached_logits=tl, cache=cfg.cache_students,
+                          teacher_key=cfg.teacher.key()))
     if merge_report:  # add the seed the pipeline trained with the same configuration
         pr = json.loads(Path(merge_report).read_text())["student"]
         same = (pr["config"] == json.loads(json.dumps(dataclasses.asdict(cfg.student)))
