@@ -14,11 +14,14 @@ import numpy as np
 from . import _native
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
-from .onnx_import import fuse_qadd, passes
+from .onnx_import import fuse_qadd, fuse_qconv, lower_conv, passes  # noqa: F401 (lower_conv registers ops)
 from .onnx_import.lower import LOWER, Lowering, unsupported
 from .ops import _isa_index, _threads
 
 _PLAN_CACHE = 16
+# Inputs whose values decide shapes (node tests feed them at run time): a model reading a
+# graph input here is planned per distinct value, the value joining the plan's key.
+_SHAPE_ARGS = {("Reshape", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("ReduceMean", 1), ("Expand", 1), ("Tile", 1)}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class Model:
         self._output_names = [o.name for o in self.outputs]
         self._output_pos = {n: i for i, n in enumerate(self._output_names)}
         self._plans: OrderedDict = OrderedDict()
+        graph_inputs = set(self._input_names)
+        value_names = {n.inputs[i] for n in g.nodes if n.domain == "" for (op, i) in _SHAPE_ARGS
+                       if n.op == op and len(n.inputs) > i and n.inputs[i] in graph_inputs}
+        self._value_inputs = [i for i, name in enumerate(self._input_names) if name in value_names]
         self._lock = threading.Lock()
         self._last_arena = 0
 
@@ -79,15 +86,23 @@ class Model:
             arrays.append(x)
         return arrays
 
-    def _program(self, shapes: tuple):
-        prog = self._plans.get(shapes)
+    def _key(self, arrays) -> tuple:
+        shapes = tuple([a.shape for a in arrays])
+        if not self._value_inputs:
+            return shapes
+        return shapes + tuple((arrays[i].dtype.str, arrays[i].tobytes()) for i in self._value_inputs)
+
+    def _program(self, key: tuple, arrays):
+        prog = self._plans.get(key)
         if prog is not None:
             return prog
-        low = Lowering(self._g, list(shapes))
+        low = Lowering(self._g, [a.shape for a in arrays])
+        for i in self._value_inputs:
+            low.consts[self._input_names[i]] = np.array(arrays[i])
         low.run()
         prog = low.build(self._output_names)
         with self._lock:  # bounded: the oldest plan goes first
-            self._plans[shapes] = prog
+            self._plans[key] = prog
             self._last_arena = prog.arena_bytes
             while len(self._plans) > _PLAN_CACHE:
                 self._plans.popitem(last=False)
@@ -99,12 +114,12 @@ class Model:
         # dtype and exact shape on every call, so only a first sight needs the full checks.
         try:
             arrays = [feed[n] for n in self._input_names]
-            prog = self._plans.get(tuple([a.shape for a in arrays]))
+            prog = self._plans.get(self._key(arrays))
         except (TypeError, KeyError, AttributeError):
             prog = None
         if prog is None or len(feed) != len(arrays):
             arrays = self._check_feed(feed)
-            prog = self._program(tuple(x.shape for x in arrays))
+            prog = self._program(self._key(arrays), arrays)
         outs = prog.run(arrays, self._threads, self._isa)
         if output_names is None:
             return outs
@@ -138,7 +153,9 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
     packing happen here, so a model problem fails now rather than at the first call."""
     proto, _ = _load_proto(model, allow_external_data, max_tensor_elements, max_model_bytes)
     g = graph_mod.from_model(proto)
-    g = passes.remove_dead(fuse_qadd.fuse_qdq_add(passes.run_all(g)))
+    g = passes.run_all(g)
+    g = fuse_qconv.fuse_qdq_conv(fuse_qconv.fuse_qoperator_conv(g))
+    g = passes.remove_dead(fuse_qadd.fuse_qdq_add(g))
     for n in g.nodes:
         if (n.domain, n.op) not in LOWER:
             raise unsupported(n)
@@ -155,6 +172,10 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
                 raise UnsupportedError(f"{n.label()}: K={w.shape[0]} with weights up to "
                                        f"{n.attrs['native'].max_abs_weight} could reach |acc + bias| = {worst} "
                                        "> 2^31-1; split the layer or narrow its weights")
+        elif n.domain == "pyrt" and n.op == "QConv":
+            w = n.attrs["w"]
+            kxm = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+            n.attrs["native"] = _native.PackedWeights(kxm, np.ascontiguousarray(n.attrs["w_zp"]))
         elif n.domain == "pyrt" and n.op == "FGemm":
             n.attrs["native"] = _native.PackedSgemm(n.attrs["w"])
     if spin is not None:

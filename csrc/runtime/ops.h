@@ -24,7 +24,11 @@ enum OpCode : int {
   kQAdd = 15,          // quantized Add: ints: rank R, out_shape[R], a_strides[R], b_strides[R], a_zp, b_zp, y_zp
                        // [, lo, hi] (a fused Relu)
                        // floats: m_a = s_a / s_y, m_b = s_b / s_y (rounded to f32 by the lowering)
-  kBatchNorm = 16,     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
+  kBatchNorm = 16,
+  kConvF32 = 17,       // inputs x[, w, b when not packed]; ints: ConvGeometry(16); floats: lo, hi; f32: bias
+  kConvQ = 18,         // qweights; ints: ConvGeometry(16), a_zp, out_kind, out_zp, lo, hi; f32 mult; i32 bias
+  kMaxPool = 19,       // ints: ConvGeometry(16)
+  kAvgPool = 20,       // ints: ConvGeometry(16), count_include_pad, pad_bottom, pad_right     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
 };
 
 }  // namespace pyrt

@@ -8,6 +8,7 @@
 
 #include "../kernels/fp32/elementwise.h"
 #include "../kernels/fp32/sgemm.h"
+#include "../kernels/qconv/conv.h"
 #include "../kernels/quant/quantize.h"
 #include "ops.h"
 #include "pyruntime/errors.h"
@@ -78,6 +79,10 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
     case kMatMulInt: return matmul_int_op(s, io);
     case kQAdd: return qadd_op(s, io);
     case kBatchNorm: return batch_norm_op(s, io);
+    case kConvF32: return conv_f32_op(s, io, ctx);
+    case kConvQ: return conv_q_op(s, io, ctx);
+    case kMaxPool: return max_pool_op(s, io);
+    case kAvgPool: return avg_pool_op(s, io);
   }
   throw UnsupportedError("executor has no kernel for op code " + std::to_string(s.op));
 }

@@ -1,0 +1,284 @@
+#include "conv.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "../fp32/sgemm.h"
+#include "pyruntime/errors.h"
+#include "pyruntime/qgemm.h"
+
+namespace pyrt {
+
+ConvGeometry ConvGeometry::from(const std::vector<int64_t>& v) {
+  return ConvGeometry{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
+}
+
+namespace {
+
+// One image, one group: rows = output pixels, columns = (channel, ky, kx).
+template <typename T>
+void im2col(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T* col) {
+  const int64_t kcols = cg * g.kh * g.kw;
+  for (int64_t oy = 0; oy < g.OH; ++oy)
+    for (int64_t ox = 0; ox < g.OW; ++ox) {
+      T* row = col + (oy * g.OW + ox) * kcols;
+      for (int64_t c = 0; c < cg; ++c) {
+        const T* plane = x + (c0 + c) * g.H * g.W;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+            *row++ = (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) ? plane[iy * g.W + ix] : pad;
+          }
+        }
+      }
+    }
+}
+
+// [pixels x mg] -> channel-major y[m0 + m][pixel].
+template <typename T>
+void scatter_channels(const T* tile, int64_t pixels, int64_t mg, T* y_image, int64_t m0) {
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t m = 0; m < mg; ++m) y_image[(m0 + m) * pixels + p] = tile[p * mg + m];
+}
+
+template <typename T>
+T* scratch_of(int slot, size_t count) {
+  thread_local AlignedBuffer buffers[2];
+  AlignedBuffer& b = buffers[slot];
+  const size_t bytes = count * sizeof(T);
+  if (b.size() < bytes) b = AlignedBuffer(std::max(bytes, b.size() * 2));
+  return reinterpret_cast<T*>(b.data());
+}
+
+}  // namespace
+
+void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx) {
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  const int64_t cg = g.C / g.group, mg = g.M / g.group, pixels = g.OH * g.OW, kcols = cg * g.kh * g.kw;
+  const float* x = static_cast<const float*>(io.in[0]);
+  float* y = static_cast<float*>(io.out[0]);
+  const float lo = float(s.floats[0]), hi = float(s.floats[1]);
+  // Constant weights arrive packed per group; runtime weights (inputs 1 and 2) are packed
+  // here, per call: the general path.
+  std::vector<std::shared_ptr<PackedSgemm>> runtime_packs;
+  std::vector<float> runtime_bias;
+  const float* bias = s.f32.empty() ? nullptr : s.f32.data();
+  if (!s.fweights) {
+    const float* w = static_cast<const float*>(io.in[1]);  // [M, C/g, kh, kw]
+    std::vector<float> wt(size_t(kcols) * mg);
+    for (int64_t gi = 0; gi < g.group; ++gi) {
+      for (int64_t m = 0; m < mg; ++m)
+        for (int64_t k = 0; k < kcols; ++k) wt[k * mg + m] = w[(gi * mg + m) * kcols + k];
+      runtime_packs.push_back(std::make_shared<PackedSgemm>(wt.data(), int(kcols), int(mg), mg));
+    }
+    if (io.in.size() > 2 && io.in[2]) {
+      runtime_bias.assign(static_cast<const float*>(io.in[2]), static_cast<const float*>(io.in[2]) + g.M);
+      bias = runtime_bias.data();
+    }
+  }
+  float* col = scratch_of<float>(0, size_t(pixels) * kcols);
+  float* tile = scratch_of<float>(1, size_t(pixels) * mg);
+  for (int64_t n = 0; n < g.N; ++n) {
+    const float* xi = x + n * g.C * g.H * g.W;
+    float* yi = y + n * g.M * pixels;
+    for (int64_t gi = 0; gi < g.group; ++gi) {
+      im2col<float>(xi, g, gi * cg, cg, 0.0f, col);
+      const PackedSgemm& w = s.fweights ? *s.fweights : *runtime_packs[gi];
+      const PackedSgemm* wp = s.fweights ? &w : runtime_packs[gi].get();
+      if (s.fweights && g.group > 1) throw UnsupportedError("grouped fp32 conv needs per-group packing");
+      sgemm(col, kcols, int(pixels), *wp, bias ? bias + gi * mg : nullptr, lo, hi, tile, mg, ctx.threads, ctx.isa);
+      scatter_channels<float>(tile, pixels, mg, yi, gi * mg);
+    }
+  }
+}
+
+namespace {
+
+int32_t int_at(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::u8: return static_cast<const uint8_t*>(p)[i];
+    case DType::s8: return static_cast<const int8_t*>(p)[i];
+    default: return static_cast<const int32_t*>(p)[i];
+  }
+}
+
+// The general path: weights, zero points or scales are runtime tensors. Builds what the
+// constant path gets at load (packed weights, multipliers, bias), for this call only.
+struct RuntimeQConv {
+  std::shared_ptr<PackedWeights> w;
+  std::vector<float> mult;
+  std::vector<int32_t> bias;
+  int32_t a_zp = 0, out_zp = 0, lo = 0, hi = 0;
+  OutKind kind = OutKind::i32;
+};
+
+RuntimeQConv runtime_qconv(const Step& s, const StepIO& io, const ConvGeometry& g) {
+  // mode 1: ConvInteger(x, w, x_zp, w_zp); mode 2: QLinearConv(x, x_s, x_zp, w, w_s, w_zp, y_s, y_zp, B)
+  const int mode = int(s.ints[21]);
+  const size_t iw = mode == 1 ? 1 : 3, ixz = mode == 1 ? 2 : 2, iwz = mode == 1 ? 3 : 5;
+  const auto present = [&](size_t i) { return io.in.size() > i && io.in[i] != nullptr; };
+  const int64_t K = g.C * g.kh * g.kw, M = g.M;
+  const DType wt = io.in_v[iw]->dtype;
+  std::vector<uint8_t> wkm(size_t(K) * M);  // K x M, transposed from [M, K]
+  const uint8_t* w = static_cast<const uint8_t*>(io.in[iw]);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) wkm[k * M + m] = w[m * K + k];
+  std::vector<int32_t> wzp(1, 0);
+  if (present(iwz)) {
+    const int64_t n = io.in_v[iwz]->elements();
+    wzp.resize(n);
+    for (int64_t i = 0; i < n; ++i) wzp[i] = int_at(io.in[iwz], io.in_v[iwz]->dtype, i);
+  }
+  RuntimeQConv r;
+  r.w = std::make_shared<PackedWeights>(wkm.data(), wt == DType::u8, int(K), int(M), M, wzp.data(), int(wzp.size()));
+  r.a_zp = present(ixz) ? int_at(io.in[ixz], io.in_v[ixz]->dtype, 0) : 0;
+  if (mode == 1) return r;
+  const float sx = *static_cast<const float*>(io.in[1]);
+  const float* sw = static_cast<const float*>(io.in[4]);
+  const int64_t n_sw = io.in_v[4]->elements();
+  const float sy = *static_cast<const float*>(io.in[6]);
+  r.mult.resize(M);
+  for (int64_t m = 0; m < M; ++m) {
+    const float swm = sw[n_sw == 1 ? 0 : m];
+    if (!(sx > 0) || !(swm > 0) || !(sy > 0) || !std::isfinite(sx) || !std::isfinite(swm) || !std::isfinite(sy))
+      throw InputError("QLinearConv received a scale that is not finite and > 0 at run time");
+    r.mult[m] = float(double(sx) * double(swm) / double(sy));
+  }
+  const DType yt = present(7) ? io.in_v[7]->dtype : DType::u8;
+  r.out_zp = present(7) ? int_at(io.in[7], yt, 0) : 0;
+  r.kind = yt == DType::u8 ? OutKind::u8 : OutKind::s8;
+  r.lo = yt == DType::u8 ? 0 : -128;
+  r.hi = yt == DType::u8 ? 255 : 127;
+  if (present(8)) r.bias.assign(static_cast<const int32_t*>(io.in[8]), static_cast<const int32_t*>(io.in[8]) + M);
+  return r;
+}
+
+}  // namespace
+
+void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
+  // ints: geometry[16], a_zp, out_kind, out_zp, lo, hi, mode (0: constants packed at load;
+  // 1, 2: runtime operands, see runtime_qconv).
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  const int64_t cg = g.C / g.group, mg = g.M / g.group, pixels = g.OH * g.OW, kcols = cg * g.kh * g.kw;
+  if (g.group != 1) throw UnsupportedError("grouped int8 convolution is not supported yet");
+  RuntimeQConv rt;
+  if (s.ints[21] != 0) rt = runtime_qconv(s, io, g);
+  const bool general = s.ints[21] != 0;
+  const int32_t a_zp = general ? rt.a_zp : int32_t(s.ints[16]);
+  const OutKind kind = general ? rt.kind : OutKind(s.ints[17]);
+  const size_t out_size = kind == OutKind::i32 || kind == OutKind::f32 ? 4 : 1;
+  const bool a_signed = io.in_v[0]->dtype == DType::s8;
+  const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
+  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
+  uint8_t* col = scratch_of<uint8_t>(0, size_t(pixels) * kcols);
+  uint8_t* tile = scratch_of<uint8_t>(1, size_t(pixels) * mg * out_size);
+  QgemmArgs args;
+  args.a = col;
+  args.a_signed = a_signed;
+  args.M = int(pixels);
+  args.lda = kcols;
+  args.a_zero_point = a_zp;
+  args.out = kind;
+  args.out_zero_point = general ? rt.out_zp : int32_t(s.ints[18]);
+  args.lo = general ? rt.lo : int32_t(s.ints[19]);
+  args.hi = general ? rt.hi : int32_t(s.ints[20]);
+  const std::vector<int32_t>& bias = general ? rt.bias : s.i32;
+  const std::vector<float>& mult = general ? rt.mult : s.f32;
+  args.bias = bias.empty() ? nullptr : bias.data();
+  args.multiplier = mult.empty() ? nullptr : mult.data();
+  args.n_multiplier = int(mult.size());
+  const PackedWeights& weights = general ? *rt.w : *s.qweights;
+  args.c = tile;
+  args.ldc = mg;
+  args.threads = ctx.threads;
+  args.isa = ctx.isa;
+  for (int64_t n = 0; n < g.N; ++n) {
+    const uint8_t* xi = x + n * g.C * g.H * g.W;
+    im2col<uint8_t>(xi, g, 0, cg, uint8_t(a_zp), col);
+    qgemm(weights, args);
+    uint8_t* yi = y + n * g.M * pixels * out_size;
+    if (out_size == 1)
+      scatter_channels<uint8_t>(tile, pixels, mg, yi, 0);
+    else
+      scatter_channels<uint32_t>(reinterpret_cast<uint32_t*>(tile), pixels, mg, reinterpret_cast<uint32_t*>(yi), 0);
+  }
+}
+
+namespace {
+
+template <typename T>
+void max_pool_typed(const Step& s, const StepIO& io) {
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  const T* x = static_cast<const T*>(io.in[0]);
+  T* y = static_cast<T*>(io.out[0]);
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    const T* plane = x + nc * g.H * g.W;
+    T* out = y + nc * g.OH * g.OW;
+    for (int64_t oy = 0; oy < g.OH; ++oy)
+      for (int64_t ox = 0; ox < g.OW; ++ox) {
+        T best = std::numeric_limits<T>::lowest();
+        bool any = false;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+          if (iy < 0 || iy >= g.H) continue;
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+            if (ix < 0 || ix >= g.W) continue;
+            const T v = plane[iy * g.W + ix];
+            if (!any || v > best || v != v) best = v;
+            any = true;
+          }
+        }
+        out[oy * g.OW + ox] = best;
+      }
+  }
+}
+
+}  // namespace
+
+void max_pool_op(const Step& s, const StepIO& io) {
+  switch (io.in_v[0]->dtype) {
+    case DType::f32: return max_pool_typed<float>(s, io);
+    case DType::u8: return max_pool_typed<uint8_t>(s, io);
+    case DType::s8: return max_pool_typed<int8_t>(s, io);
+    default: throw UnsupportedError("MaxPool on this dtype");
+  }
+}
+
+void avg_pool_op(const Step& s, const StepIO& io) {
+  // ints: geometry[16], count_include_pad, pad_bottom, pad_right (the padded extent that
+  // counts when count_include_pad is set).
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  const bool include_pad = s.ints[16] != 0;
+  const int64_t pb = s.ints[17], pr = s.ints[18];
+  const float* x = static_cast<const float*>(io.in[0]);
+  float* y = static_cast<float*>(io.out[0]);
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    const float* plane = x + nc * g.H * g.W;
+    float* out = y + nc * g.OH * g.OW;
+    for (int64_t oy = 0; oy < g.OH; ++oy)
+      for (int64_t ox = 0; ox < g.OW; ++ox) {
+        float sum = 0;
+        int64_t count = 0;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+            const bool inside = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+            if (inside) {
+              sum += plane[iy * g.W + ix];
+              ++count;
+            } else if (include_pad && iy >= -g.pt && iy < g.H + pb && ix >= -g.pl && ix < g.W + pr) {
+              ++count;
+            }
+          }
+        }
+        out[oy * g.OW + ox] = count ? sum / float(count) : 0.0f;
+      }
+  }
+}
+
+}  // namespace pyrt

@@ -1,0 +1,22 @@
+// Convolution and pooling steps (NCHW at the step boundary). A convolution is an
+// im2col of one image and group into a [pixels x (C/g * kernel)] matrix, padded with the
+// input's zero point, then the fp32 or int8 GEMM with its fused epilogue; the [pixels x
+// M/g] result is written back channel-major.
+#pragma once
+#include "../../runtime/program.h"
+
+namespace pyrt {
+
+// Geometry shared by conv and pool steps, decoded from a step's ints:
+// N, C, H, W, M(out channels; pools: C), OH, OW, kh, kw, sh, sw, dh, dw, pad_top, pad_left, group
+struct ConvGeometry {
+  int64_t N, C, H, W, M, OH, OW, kh, kw, sh, sw, dh, dw, pt, pl, group;
+  static ConvGeometry from(const std::vector<int64_t>& ints);
+};
+
+void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx);
+void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
+void max_pool_op(const Step& s, const StepIO& io);
+void avg_pool_op(const Step& s, const StepIO& io);
+
+}  // namespace pyrt

@@ -1,0 +1,155 @@
+"""int8 convolutions into pyrt.QConv: DQ -> Conv [-> Relu/Clip] [-> Q] with constant
+weights, and QLinearConv / ConvInteger whose weights and quantization parameters are
+constants. Weights are quantized per tensor or per output channel (axis 0)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Graph, Node
+
+_CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group", "kernel_shape")
+
+
+def _const_scalar(g: Graph, name: str):
+    v = g.consts.get(name) if name else None
+    return None if v is None or v.size != 1 else v.reshape(-1)[0]
+
+
+def _qconv(n: Node, x: str, out: str, w: np.ndarray, w_zp, a_zp: int, bias, mult, out_dtype, out_zp: int, lo: int,
+           hi: int, fusions) -> Node:
+    attrs = {k: n.attrs[k] for k in _CONV_ATTRS if k in n.attrs}
+    attrs.update(w=np.ascontiguousarray(w), w_zp=np.asarray(w_zp, np.int32).reshape(-1), a_zp=int(a_zp),
+                 bias=None if bias is None else np.asarray(bias, np.int32).reshape(-1),
+                 mult=None if mult is None else np.asarray(mult, np.float32).reshape(-1),
+                 out_dtype=np.dtype(out_dtype), out_zp=int(out_zp), lo=int(lo), hi=int(hi))
+    return Node("QConv", "pyrt", [x], [out], attrs, n.name, n.opset, fusions)
+
+
+def _range(dtype) -> tuple[int, int]:
+    return (0, 255) if np.dtype(dtype) == np.uint8 else (-128, 127)
+
+
+def fuse_qoperator_conv(g: Graph) -> Graph:
+    for i, n in enumerate(g.nodes):
+        if n.domain != "":
+            continue
+        if n.op == "QLinearConv":
+            x, xs, xz, w, ws, wz, ys, yz, b = (n.inputs + [""] * 9)[:9]
+            needed = [xs, w, ws, ys] + [v for v in (xz, wz, yz, b) if v]
+            if not all(v in g.consts for v in needed) or g.consts[xs].size != 1 or g.consts[ys].size != 1:
+                continue
+            wq = g.consts[w]
+            M = wq.shape[0]
+            w_s = g.consts[ws].astype(np.float64).reshape(-1)
+            if w_s.size not in (1, M):
+                continue
+            y_zp = g.consts[yz] if yz else np.zeros(1, np.uint8)
+            mult = float(g.consts[xs].reshape(-1)[0]) * w_s / float(g.consts[ys].reshape(-1)[0])
+            lo, hi = _range(y_zp.dtype)
+            g.nodes[i] = _qconv(n, x, n.outputs[0], wq, g.consts[wz] if wz else 0,
+                                int(_const_scalar(g, xz) or 0), g.consts[b] if b else None, mult.astype(np.float32),
+                                y_zp.dtype, int(y_zp.reshape(-1)[0]), lo, hi, ["QLinearConv"])
+        elif n.op == "ConvInteger":
+            x, w, xz, wz = (n.inputs + [""] * 4)[:4]
+            if w not in g.consts or (xz and _const_scalar(g, xz) is None) or (wz and wz not in g.consts):
+                continue
+            g.nodes[i] = _qconv(n, x, n.outputs[0], g.consts[w], g.consts[wz] if wz else 0,
+                                int(_const_scalar(g, xz) or 0), None, None, np.int32, 0, 0, 0, ["ConvInteger"])
+    return g
+
+
+def _dq(g: Graph, name: str, prod):
+    n = prod.get(name)
+    if n is None or n.domain != "" or n.op != "DequantizeLinear" or n.inputs[1] not in g.consts:
+        return None
+    zp_name = n.inputs[2] if len(n.inputs) > 2 else ""
+    if zp_name and zp_name not in g.consts:
+        return None
+    return n.inputs[0], g.consts[n.inputs[1]], (g.consts[zp_name] if zp_name else None), int(n.attrs.get("axis", 1))
+
+
+def _only_user(g: Graph, name: str, uses):
+    users = uses.get(name, [])
+    return users[0] if len(users) == 1 and name not in g.output_names() else None
+
+
+def fuse_qdq_conv(g: Graph) -> Graph:
+    prod, uses = g.producers(), g.consumers()
+    replace: dict[int, Node | None] = {}
+    for n in g.nodes:
+        if n.domain != "" or n.op != "Conv":
+            continue
+        a = _dq(g, n.inputs[0], prod)
+        wdq = _dq(g, n.inputs[1], prod)
+        if a is None or wdq is None or wdq[0] not in g.consts or a[1].size != 1 or \
+                (a[2] is not None and a[2].size != 1):
+            continue
+        wq = g.consts[wdq[0]]
+        M = wq.shape[0]
+        w_s = np.asarray(wdq[1], np.float64).reshape(-1)
+        if wq.dtype not in (np.int8, np.uint8) or w_s.size not in (1, M) or (w_s.size > 1 and wdq[3] != 0):
+            continue
+        s_a = float(a[1].reshape(-1)[0])
+        a_zp = 0 if a[2] is None else int(a[2].reshape(-1)[0])
+        acc_scale = s_a * w_s
+        fusions = ["DequantizeLinear(X)", "DequantizeLinear(W)", "Conv"]
+        bias = None
+        if len(n.inputs) > 2 and n.inputs[2]:
+            bdq = _dq(g, n.inputs[2], prod)
+            if bdq is not None and bdq[0] in g.consts and g.consts[bdq[0]].dtype == np.int32:
+                bias = g.consts[bdq[0]].reshape(-1)
+            elif n.inputs[2] in g.consts:
+                bias = np.rint(g.consts[n.inputs[2]].astype(np.float64).reshape(-1) / acc_scale).astype(np.int32)
+            else:
+                continue
+            fusions.append("bias")
+        tail, acts = n.outputs[0], []
+        nxt = _only_user(g, tail, uses)
+        while nxt is not None and nxt.domain == "" and nxt.op in ("Relu", "Clip"):
+            acts.append(nxt)
+            tail = nxt.outputs[0]
+            nxt = _only_user(g, tail, uses)
+        w_zp = wdq[2] if wdq[2] is not None else 0
+        if nxt is not None and nxt.domain == "" and nxt.op == "QuantizeLinear" and \
+                _const_scalar(g, nxt.inputs[1]) is not None and \
+                (len(nxt.inputs) < 3 or not nxt.inputs[2] or _const_scalar(g, nxt.inputs[2]) is not None):
+            y_s = float(_const_scalar(g, nxt.inputs[1]))
+            yz_name = nxt.inputs[2] if len(nxt.inputs) > 2 else ""
+            out_dtype = g.consts[yz_name].dtype if yz_name else np.dtype(np.uint8)
+            y_zp = int(_const_scalar(g, yz_name)) if yz_name else 0
+            lo, hi = _range(out_dtype)
+            ok = True
+            for act in acts:
+                if act.op == "Relu":
+                    lo = max(lo, y_zp)
+                    continue
+                bounds = []
+                for j, key in ((1, "min"), (2, "max")):
+                    if len(act.inputs) > j and act.inputs[j]:
+                        v = _const_scalar(g, act.inputs[j])
+                        ok &= v is not None
+                        bounds.append(v)
+                    else:
+                        bounds.append(act.attrs.get(key))
+                if not ok:
+                    break
+                q = lambda v: int(np.clip(np.rint(np.float32(v) / np.float32(y_s)) + y_zp, *_range(out_dtype)))
+                if bounds[0] is not None:
+                    lo = max(lo, q(bounds[0]))
+                if bounds[1] is not None:
+                    hi = min(hi, q(bounds[1]))
+            if not ok:
+                continue
+            fused = _qconv(n, a[0], nxt.outputs[0], wq, w_zp, a_zp, bias, (acc_scale / y_s).astype(np.float32),
+                           out_dtype, y_zp, lo, hi, fusions + [x.op for x in acts] + ["QuantizeLinear"])
+            gone = acts + [nxt]
+        else:
+            fused = _qconv(n, a[0], n.outputs[0], wq, w_zp, a_zp, bias, acc_scale.astype(np.float32), np.float32,
+                           0, 0, 0, fusions)
+            gone = []
+        replace[id(n)] = fused
+        for x in gone:
+            replace[id(x)] = None
+    if replace:
+        g.nodes = [replace.get(id(x), x) for x in g.nodes if replace.get(id(x), x) is not None]
+    return g

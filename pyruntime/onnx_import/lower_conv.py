@@ -1,0 +1,196 @@
+"""Lowering of convolutions and pools (1-D and 2-D, NCHW at the step boundary).
+
+Geometry follows the ONNX spec: explicit pads or auto_pad (SAME_UPPER, SAME_LOWER, VALID),
+strides, dilations, groups, and ceil_mode for pools. Hostile attributes (a zero stride,
+channels that do not match, a group that does not divide them, a kernel larger than the
+padded input) are refused with a ModelError naming the node.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _native
+from ..errors import ModelError, UnsupportedError
+from .graph import Node
+from .lower import LOWER, OP, OUT_KIND, Lowering, _prod
+
+OP.update(conv_f32=17, conv_q=18, max_pool=19, avg_pool=20)  # csrc/runtime/ops.h
+
+
+def _spatial(shape, n: Node) -> tuple[int, int]:
+    if len(shape) == 3:
+        return 1, shape[2]
+    if len(shape) == 4:
+        return shape[2], shape[3]
+    raise UnsupportedError(f"{n.label()}: only 1-D and 2-D (rank 3 or 4) inputs are supported, got {shape}")
+
+
+def geometry(n: Node, x_shape, kernel, out_channels: int, ceil_mode: bool = False) -> tuple[list, tuple]:
+    """(ints for ConvGeometry + [pad_bottom, pad_right], output shape)."""
+    rank = len(x_shape) - 2
+    N, C = x_shape[0], x_shape[1]
+    H, W = _spatial(x_shape, n)
+    kernel = list(kernel)
+    strides = list(n.attrs.get("strides", [1] * rank))
+    dil = list(n.attrs.get("dilations", [1] * rank))
+    pads = list(n.attrs.get("pads", [0] * (2 * rank)))
+    auto_pad = n.attrs.get("auto_pad", "NOTSET")
+    if len(kernel) != rank or len(strides) != rank or len(dil) != rank or len(pads) != 2 * rank:
+        raise ModelError(f"{n.label()}: kernel {kernel}, strides {strides}, dilations {dil}, pads {pads} do not "
+                         f"match a {rank}-D input {tuple(x_shape)}")
+    if any(s < 1 for s in strides) or any(d < 1 for d in dil) or any(k < 1 for k in kernel) or any(p < 0 for p in pads):
+        raise ModelError(f"{n.label()}: strides {strides}, dilations {dil}, kernel {kernel} must be >= 1 and pads "
+                         f"{pads} >= 0")
+    ins = [H, W][-rank:] if rank == 2 else [W]
+    outs, begins, ends = [], [], []
+    for i in range(rank):
+        eff = (kernel[i] - 1) * dil[i] + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = -(-ins[i] // strides[i])
+            total = max(0, (out - 1) * strides[i] + eff - ins[i])
+            b = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            e = total - b
+        else:
+            b, e = (0, 0) if auto_pad == "VALID" else (pads[i], pads[i + rank])
+            span = ins[i] + b + e - eff
+            if span < 0:
+                raise ModelError(f"{n.label()}: kernel extent {eff} exceeds the padded input {ins[i] + b + e}")
+            out = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+            if ceil_mode and (out - 1) * strides[i] >= ins[i] + b:
+                out -= 1
+        outs.append(out)
+        begins.append(b)
+        ends.append(e)
+    if rank == 1:
+        kernel, strides, dil, outs, begins, ends = [1] + kernel, [1] + strides, [1] + dil, [1] + outs, [0] + begins, \
+            [0] + ends
+    OH, OW = outs
+    ints = [N, C, H, W, out_channels, OH, OW, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1],
+            begins[0], begins[1]]
+    out_shape = (N, out_channels, OH, OW) if rank == 2 else (N, out_channels, OW)
+    return ints, (ends[0], ends[1]), out_shape
+
+
+def _conv_checks(n: Node, x_shape, w_shape, group: int):
+    if len(w_shape) != len(x_shape):
+        raise ModelError(f"{n.label()}: weights {tuple(w_shape)} and input {tuple(x_shape)} differ in rank")
+    if group < 1 or x_shape[1] % group or w_shape[0] % group:
+        raise ModelError(f"{n.label()}: group {group} must divide input channels {x_shape[1]} and output "
+                         f"channels {w_shape[0]}")
+    if w_shape[1] * group != x_shape[1]:
+        raise ModelError(f"{n.label()}: weights expect {w_shape[1] * group} input channels, the input has "
+                         f"{x_shape[1]}")
+    ks = list(n.attrs.get("kernel_shape", w_shape[2:]))
+    if ks != list(w_shape[2:]):
+        raise ModelError(f"{n.label()}: kernel_shape {ks} differs from the weights' {list(w_shape[2:])}")
+
+
+def lower_conv(low: Lowering, n: Node) -> None:
+    x, w = n.inputs[:2]
+    b = n.inputs[2] if len(n.inputs) > 2 else ""
+    if low.dtype(x) != np.float32 or low.dtype(w) != np.float32:
+        raise UnsupportedError(f"{n.label()}: Conv on {low.dtype(x)}; only float32 (int8 runs via QDQ, "
+                               "QLinearConv or ConvInteger)")
+    xs, ws = low.shape(x), low.shape(w)
+    group = int(n.attrs.get("group", 1))
+    _conv_checks(n, xs, ws, group)
+    ints, _, out = geometry(n, xs, ws[2:], ws[0])
+    low.define(n.outputs[0], np.float32, out)
+    at = n.attrs
+    if low.is_const(w) and group == 1 and (not b or low.is_const(b)):
+        packed = at.get("_packed")
+        if packed is None:
+            packed = at["_packed"] = _native.PackedSgemm(np.ascontiguousarray(low.consts[w].reshape(ws[0], -1).T))
+        bias = low.consts[b].astype(np.float32) if b else ()
+        low.emit("conv_f32", [x], [n.outputs[0]], ints + [group], [at.get("lo", -np.inf), at.get("hi", np.inf)],
+                     fweights=packed, f32=bias)
+    else:
+        low.emit("conv_f32", [x, w, b], [n.outputs[0]], ints + [group], [-np.inf, np.inf])
+
+
+def lower_qconv(low: Lowering, n: Node) -> None:
+    """pyrt.QConv (fused at load), or QLinearConv / ConvInteger with runtime operands."""
+    x = n.inputs[0]
+    if n.domain == "pyrt":
+        at = n.attrs
+        w = at["w"]
+        group = int(at.get("group", 1))
+        _conv_checks(n, low.shape(x), w.shape, group)
+        if group != 1:
+            raise UnsupportedError(f"{n.label()}: grouped int8 convolution (group {group}) is not supported yet")
+        ints, _, out = geometry(n, low.shape(x), w.shape[2:], w.shape[0])
+        low.define(n.outputs[0], at["out_dtype"], out)
+        low.emit("conv_q", [x], [n.outputs[0]],
+                     ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"], 0],
+                     qweights=at["native"], i32=at["bias"] if at["bias"] is not None else (),
+                     f32=at["mult"] if at["mult"] is not None else ())
+        return
+    if n.op == "ConvInteger":
+        ins = (n.inputs + [""] * 4)[:4]
+        w, mode, out_dtype = ins[1], 1, np.dtype(np.int32)
+    else:
+        ins = (n.inputs + [""] * 9)[:9]
+        w, mode = ins[3], 2
+        out_dtype = low.dtype(ins[7]) if ins[7] else np.dtype(np.uint8)
+    group = int(n.attrs.get("group", 1))
+    _conv_checks(n, low.shape(x), low.shape(w), group)
+    if group != 1:
+        raise UnsupportedError(f"{n.label()}: grouped int8 convolution (group {group}) is not supported yet")
+    for name in (x, w):
+        if low.dtype(name) not in (np.uint8, np.int8):
+            raise ModelError(f"{n.label()}: '{name}' has dtype {low.dtype(name)}; expected uint8 or int8")
+    ints, _, out = geometry(n, low.shape(x), low.shape(w)[2:], low.shape(w)[0])
+    low.define(n.outputs[0], out_dtype, out)
+    low.emit("conv_q", ins, [n.outputs[0]], ints + [group, 0, 0, 0, 0, 0, mode])
+
+
+def _pool_kernel(n: Node):
+    if "kernel_shape" not in n.attrs:
+        raise ModelError(f"{n.label()}: kernel_shape is required")
+    return list(n.attrs["kernel_shape"])
+
+
+def lower_max_pool(low: Lowering, n: Node) -> None:
+    x = n.inputs[0]
+    if len([o for o in n.outputs if o]) > 1:
+        raise UnsupportedError(f"{n.label()}: the Indices output of MaxPool is not supported")
+    if low.dtype(x) not in (np.float32, np.uint8, np.int8):
+        raise UnsupportedError(f"{n.label()}: MaxPool on {low.dtype(x)}")
+    xs = low.shape(x)
+    ints, _, out = geometry(n, xs, _pool_kernel(n), xs[1], bool(n.attrs.get("ceil_mode", 0)))
+    low.define(n.outputs[0], low.dtype(x), out)
+    low.emit("max_pool", [x], [n.outputs[0]], ints + [1])
+
+
+def lower_avg_pool(low: Lowering, n: Node) -> None:
+    x = n.inputs[0]
+    if low.dtype(x) != np.float32:
+        raise UnsupportedError(f"{n.label()}: AveragePool on {low.dtype(x)}; float32 only")
+    xs = low.shape(x)
+    ints, ends, out = geometry(n, xs, _pool_kernel(n), xs[1], bool(n.attrs.get("ceil_mode", 0)))
+    low.define(n.outputs[0], np.float32, out)
+    low.emit("avg_pool", [x], [n.outputs[0]], ints + [1, int(n.attrs.get("count_include_pad", 0)), *ends])
+
+
+def lower_global_pool(low: Lowering, n: Node) -> None:
+    x = n.inputs[0]
+    xs = low.shape(x)
+    if low.dtype(x) != np.float32 and not (n.op == "GlobalMaxPool" and low.dtype(x) in (np.uint8, np.int8)):
+        raise UnsupportedError(f"{n.label()}: {n.op} on {low.dtype(x)}")
+    if n.op == "GlobalAveragePool":
+        low.define(n.outputs[0], np.float32, tuple(xs[:2]) + (1,) * (len(xs) - 2))
+        low.emit("reduce_mean", [x], [n.outputs[0]], [_prod(xs[:2]), _prod(xs[2:]), 1])
+        return
+    fake = Node(n.op, n.domain, n.inputs, n.outputs, {"kernel_shape": list(xs[2:])}, n.name, n.opset)
+    ints, _, out = geometry(fake, xs, list(xs[2:]), xs[1])
+    low.define(n.outputs[0], low.dtype(x), out)
+    low.emit("max_pool", [x], [n.outputs[0]], ints + [1])
+
+
+LOWER.update({
+    ("", "Conv"): lower_conv, ("", "ConvInteger"): lower_qconv, ("", "QLinearConv"): lower_qconv,
+    ("pyrt", "QConv"): lower_qconv, ("", "MaxPool"): lower_max_pool, ("", "AveragePool"): lower_avg_pool,
+    ("", "GlobalAveragePool"): lower_global_pool, ("", "GlobalMaxPool"): lower_global_pool,
+})
