@@ -28,7 +28,8 @@ enum OpCode : int {
   kConvF32 = 17,       // inputs x[, w, b when not packed]; ints: ConvGeometry(16); floats: lo, hi; f32: bias
   kConvQ = 18,         // qweights; ints: ConvGeometry(16), a_zp, out_kind, out_zp, lo, hi; f32 mult; i32 bias
   kMaxPool = 19,       // ints: ConvGeometry(16)
-  kAvgPool = 20,       // ints: ConvGeometry(16), count_include_pad, pad_bottom, pad_right     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
+  kAvgPool = 20,       // ints: ConvGeometry(16), count_include_pad, pad_bottom, pad_right
+  kPoolNd = 21,        // ints: see PoolNd in kernels/qconv/conv.cc     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
 };
 
 }  // namespace pyrt

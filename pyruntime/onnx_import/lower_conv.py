@@ -16,7 +16,7 @@ from ..errors import ModelError, UnsupportedError
 from .graph import Node
 from .lower import LOWER, OP, OUT_KIND, Lowering, _prod
 
-OP.update(conv_f32=17, conv_q=18, max_pool=19, avg_pool=20)  # csrc/runtime/ops.h
+OP.update(conv_f32=17, conv_q=18, max_pool=19, avg_pool=20, pool_nd=21)  # csrc/runtime/ops.h
 
 
 def _spatial(shape, n: Node) -> tuple[int, int]:
@@ -27,23 +27,20 @@ def _spatial(shape, n: Node) -> tuple[int, int]:
     raise UnsupportedError(f"{n.label()}: only 1-D and 2-D (rank 3 or 4) inputs are supported, got {shape}")
 
 
-def geometry(n: Node, x_shape, kernel, out_channels: int, ceil_mode: bool = False) -> tuple[list, tuple]:
-    """(ints for ConvGeometry + [pad_bottom, pad_right], output shape)."""
-    rank = len(x_shape) - 2
-    N, C = x_shape[0], x_shape[1]
-    H, W = _spatial(x_shape, n)
-    kernel = list(kernel)
+def spatial_dims(n: Node, ins: list, kernel: list, ceil_mode: bool = False):
+    """Per spatial dimension, following the ONNX spec: (outs, pads_begin, pads_end, strides,
+    dilations), for explicit pads or any auto_pad mode, and ceil_mode for pools."""
+    rank = len(ins)
     strides = list(n.attrs.get("strides", [1] * rank))
     dil = list(n.attrs.get("dilations", [1] * rank))
     pads = list(n.attrs.get("pads", [0] * (2 * rank)))
     auto_pad = n.attrs.get("auto_pad", "NOTSET")
     if len(kernel) != rank or len(strides) != rank or len(dil) != rank or len(pads) != 2 * rank:
         raise ModelError(f"{n.label()}: kernel {kernel}, strides {strides}, dilations {dil}, pads {pads} do not "
-                         f"match a {rank}-D input {tuple(x_shape)}")
+                         f"match {rank} spatial dimensions {ins}")
     if any(s < 1 for s in strides) or any(d < 1 for d in dil) or any(k < 1 for k in kernel) or any(p < 0 for p in pads):
         raise ModelError(f"{n.label()}: strides {strides}, dilations {dil}, kernel {kernel} must be >= 1 and pads "
                          f"{pads} >= 0")
-    ins = [H, W][-rank:] if rank == 2 else [W]
     outs, begins, ends = [], [], []
     for i in range(rank):
         eff = (kernel[i] - 1) * dil[i] + 1
@@ -63,14 +60,42 @@ def geometry(n: Node, x_shape, kernel, out_channels: int, ceil_mode: bool = Fals
         outs.append(out)
         begins.append(b)
         ends.append(e)
-    if rank == 1:
+    return outs, begins, ends, strides, dil
+
+
+def geometry(n: Node, x_shape, kernel, out_channels: int, ceil_mode: bool = False) -> tuple[list, tuple]:
+    """(ConvGeometry ints without the group, (pad_bottom, pad_right), output shape) of a
+    1-D or 2-D convolution or pool."""
+    N, C = x_shape[0], x_shape[1]
+    H, W = _spatial(x_shape, n)
+    outs, begins, ends, strides, dil = spatial_dims(n, list(x_shape[2:]), list(kernel), ceil_mode)
+    kernel = list(kernel)
+    if len(x_shape) == 3:
         kernel, strides, dil, outs, begins, ends = [1] + kernel, [1] + strides, [1] + dil, [1] + outs, [0] + begins, \
             [0] + ends
     OH, OW = outs
     ints = [N, C, H, W, out_channels, OH, OW, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1],
             begins[0], begins[1]]
-    out_shape = (N, out_channels, OH, OW) if rank == 2 else (N, out_channels, OW)
+    out_shape = (N, out_channels, OH, OW) if len(x_shape) == 4 else (N, out_channels, OW)
     return ints, (ends[0], ends[1]), out_shape
+
+
+def _pool_nd(low: Lowering, n: Node, avg: bool) -> None:
+    """Pools of any spatial rank, and MaxPool with its Indices output."""
+    x = n.inputs[0]
+    xs = low.shape(x)
+    kernel = _pool_kernel(n)
+    outs, begins, ends, strides, dil = spatial_dims(n, list(xs[2:]), kernel, bool(n.attrs.get("ceil_mode", 0)))
+    out_shape = tuple(xs[:2]) + tuple(outs)
+    low.define(n.outputs[0], low.dtype(x), out_shape)
+    outputs = [n.outputs[0]]
+    if len(n.outputs) > 1 and n.outputs[1]:
+        low.define(n.outputs[1], np.int64, out_shape)
+        outputs.append(n.outputs[1])
+    R = len(xs) - 2
+    ints = [R, xs[0] * xs[1], *xs[2:], *outs, *kernel, *strides, *dil, *begins, *ends, int(avg),
+            int(n.attrs.get("count_include_pad", 0)), int(n.attrs.get("storage_order", 0))]
+    low.emit("pool_nd", [x], outputs, ints)
 
 
 def _conv_checks(n: Node, x_shape, w_shape, group: int):
@@ -154,11 +179,11 @@ def _pool_kernel(n: Node):
 
 def lower_max_pool(low: Lowering, n: Node) -> None:
     x = n.inputs[0]
-    if len([o for o in n.outputs if o]) > 1:
-        raise UnsupportedError(f"{n.label()}: the Indices output of MaxPool is not supported")
     if low.dtype(x) not in (np.float32, np.uint8, np.int8):
         raise UnsupportedError(f"{n.label()}: MaxPool on {low.dtype(x)}")
     xs = low.shape(x)
+    if len(xs) not in (3, 4) or len([o for o in n.outputs if o]) > 1:
+        return _pool_nd(low, n, avg=False)
     ints, _, out = geometry(n, xs, _pool_kernel(n), xs[1], bool(n.attrs.get("ceil_mode", 0)))
     low.define(n.outputs[0], low.dtype(x), out)
     low.emit("max_pool", [x], [n.outputs[0]], ints + [1])
@@ -169,6 +194,8 @@ def lower_avg_pool(low: Lowering, n: Node) -> None:
     if low.dtype(x) != np.float32:
         raise UnsupportedError(f"{n.label()}: AveragePool on {low.dtype(x)}; float32 only")
     xs = low.shape(x)
+    if len(xs) not in (3, 4):
+        return _pool_nd(low, n, avg=True)
     ints, ends, out = geometry(n, xs, _pool_kernel(n), xs[1], bool(n.attrs.get("ceil_mode", 0)))
     low.define(n.outputs[0], np.float32, out)
     low.emit("avg_pool", [x], [n.outputs[0]], ints + [1, int(n.attrs.get("count_include_pad", 0)), *ends])

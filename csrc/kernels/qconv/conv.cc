@@ -282,3 +282,98 @@ void avg_pool_op(const Step& s, const StepIO& io) {
 }
 
 }  // namespace pyrt
+
+namespace pyrt {
+namespace {
+
+// Any spatial rank: ints: R, planes (N*C), then in[R], out[R], kernel[R], strides[R],
+// dilations[R], pads_begin[R], pads_end[R], avg(0/1), count_include_pad, storage_order.
+struct PoolNd {
+  int R;
+  int64_t planes;
+  const int64_t *in, *out, *k, *st, *dil, *pb, *pe;
+  bool avg, include_pad, column_major;
+  explicit PoolNd(const std::vector<int64_t>& v)
+      : R(int(v[0])), planes(v[1]), in(&v[2]), out(in + R), k(out + R), st(k + R), dil(st + R), pb(dil + R),
+        pe(pb + R), avg(v[2 + 7 * R] != 0), include_pad(v[3 + 7 * R] != 0), column_major(v[4 + 7 * R] != 0) {}
+};
+
+template <typename T>
+void pool_nd_typed(const PoolNd& p, const StepIO& io) {
+  int64_t in_size = 1, out_size = 1, win = 1;
+  for (int d = 0; d < p.R; ++d) {
+    in_size *= p.in[d];
+    out_size *= p.out[d];
+    win *= p.k[d];
+  }
+  const T* x = static_cast<const T*>(io.in[0]);
+  T* y = static_cast<T*>(io.out[0]);
+  int64_t* idx_out = io.out.size() > 1 && io.out[1] ? static_cast<int64_t*>(io.out[1]) : nullptr;
+  int64_t o[8], kk[8], pos[8];
+  for (int64_t plane = 0; plane < p.planes; ++plane) {
+    const T* xp = x + plane * in_size;
+    for (int64_t oi = 0; oi < out_size; ++oi) {
+      for (int64_t r = oi, d = p.R - 1; d >= 0; --d) {
+        o[d] = r % p.out[d];
+        r /= p.out[d];
+      }
+      double sum = 0;
+      int64_t count = 0, best_at = -1;
+      T best = std::numeric_limits<T>::lowest();
+      for (int64_t wi = 0; wi < win; ++wi) {
+        for (int64_t r = wi, d = p.R - 1; d >= 0; --d) {
+          kk[d] = r % p.k[d];
+          r /= p.k[d];
+        }
+        bool inside = true, in_padded = true;
+        int64_t flat = 0;
+        for (int d = 0; d < p.R; ++d) {
+          pos[d] = o[d] * p.st[d] - p.pb[d] + kk[d] * p.dil[d];
+          inside &= pos[d] >= 0 && pos[d] < p.in[d];
+          in_padded &= pos[d] >= -p.pb[d] && pos[d] < p.in[d] + p.pe[d];
+          flat = flat * p.in[d] + pos[d];
+        }
+        if (!inside) {
+          count += p.include_pad && in_padded;
+          continue;
+        }
+        const T v = xp[flat];
+        ++count;
+        sum += double(v);
+        if (best_at < 0 || v > best) {
+          best = v;
+          best_at = flat;
+        }
+      }
+      if (p.avg) {
+        y[plane * out_size + oi] = count ? T(float(sum) / float(count)) : T(0);
+      } else {
+        y[plane * out_size + oi] = best;
+        if (idx_out) {
+          int64_t index = best_at;
+          if (p.column_major && best_at >= 0) {
+            int64_t rem = best_at, cm = 0, stride = 1;
+            for (int d = p.R - 1; d >= 0; --d) pos[d] = rem % p.in[d], rem /= p.in[d];
+            for (int d = 0; d < p.R; ++d) cm += pos[d] * stride, stride *= p.in[d];
+            index = cm;
+          }
+          idx_out[plane * out_size + oi] = plane * in_size + index;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void pool_nd_op(const Step& s, const StepIO& io) {
+  const PoolNd p(s.ints);
+  switch (io.in_v[0]->dtype) {
+    case DType::f32: return pool_nd_typed<float>(p, io);
+    case DType::u8: return pool_nd_typed<uint8_t>(p, io);
+    case DType::s8: return pool_nd_typed<int8_t>(p, io);
+    default: throw UnsupportedError("pooling on this dtype");
+  }
+}
+
+}  // namespace pyrt

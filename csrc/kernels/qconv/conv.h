@@ -18,5 +18,7 @@ void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void max_pool_op(const Step& s, const StepIO& io);
 void avg_pool_op(const Step& s, const StepIO& io);
+// Max or average pooling of any spatial rank, optionally with MaxPool's Indices output.
+void pool_nd_op(const Step& s, const StepIO& io);
 
 }  // namespace pyrt
