@@ -225,6 +225,7 @@ def run(cfg: PipelineConfig, log=print) -> dict:
     })
     log(f"int8 (onnxruntime): test acc {_pct(rep['int8']['test_acc'])}; with exits {_pct(st['accuracy'])} at "
         f"{_pct(st['expected_macs'])} expected MACs; exit histogram {hist.tolist()}")
+    rep["int8"]["pyruntime"] = _pyruntime_check(onnx_path, data.test.x, ot, log)
     timings["export_eval"] = time.time() - t0
     timings["total"] = time.time() - t_start
 
@@ -236,6 +237,54 @@ def run(cfg: PipelineConfig, log=print) -> dict:
     log("")
     log(md)
     return rep
+
+
+def _median_us(fn, reps):
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1e6)
+
+
+def _pyruntime_check(onnx_path, x, ort_outputs, log) -> dict:
+    """Runs the exported model in pyruntime (when it can load models): agreement with
+    onnxruntime's outputs of every head, and latency against onnxruntime, 1 thread."""
+    import pyruntime
+    if not hasattr(pyruntime, "load"):
+        return {"available": False, "note": "pyruntime cannot load models yet"}
+    try:
+        m = pyruntime.load(str(onnx_path), threads=1)
+        outs = []
+        for i in range(0, len(x), 1000):
+            outs.append(m.run(None, {"input": x[i:i + 1000]}))
+        outs = [np.concatenate([o[k] for o in outs]) for k in range(len(ort_outputs))]
+        diff = [float(np.abs(a - b).max()) for a, b in zip(outs, ort_outputs)]
+        same_top1 = [float((a.argmax(1) == b.argmax(1)).mean()) for a, b in zip(outs, ort_outputs)]
+        import onnxruntime as ort
+        lat = {}
+        for opt in (False, True):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            if not opt:
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+            for bs in (1, 64):
+                xb = np.ascontiguousarray(x[:bs])
+                lat[f"onnxruntime{'' if opt else ' (no graph optimizations)'} batch {bs}"] = _median_us(
+                    lambda: sess.run(None, {"input": xb}), 200 if bs == 1 else 30)
+        for bs in (1, 64):
+            xb = np.ascontiguousarray(x[:bs])
+            lat[f"pyruntime batch {bs}"] = _median_us(lambda: m.run(None, {"input": xb}), 200 if bs == 1 else 30)
+        log(f"pyruntime: max |diff| vs onnxruntime per head {diff}; latency (us, 1 thread) "
+            + ", ".join(f"{k} {v:.0f}" for k, v in lat.items()))
+        return {"available": True, "max_abs_diff": diff, "same_top1": same_top1, "latency_us": lat,
+                "note": "full graph (every head); exits not applied by pyruntime yet"}
+    except Exception as e:  # the runtime is young: report, never fail the pipeline
+        log(f"pyruntime could not run the model: {type(e).__name__}: {e}")
+        return {"available": False, "note": f"{type(e).__name__}: {e}"}
 
 
 def _json_default(o):
@@ -331,6 +380,17 @@ def render_report(rep: dict) -> str:
     ops = ", ".join((k + "(" + ", ".join(v) + ")") if v else k for k, v in q["ops"].items())
     L += ["", f"Exported ops (attributes): {ops}. "
           f"ONNX file {q['onnx_bytes'] / 1024:.0f} KiB.", ""]
+    pr = q.get("pyruntime", {})
+    L += ["## pyruntime", ""]
+    if pr.get("available"):
+        L += [f"pyruntime runs the exported model: max |difference| from onnxruntime per head "
+              f"{', '.join(f'{d:.2g}' for d in pr['max_abs_diff'])}; same top-1 on "
+              f"{', '.join(_pct(v) for v in pr['same_top1'])} of the test set ({pr['note']}).", "",
+              "| engine (1 thread, full graph) | median latency (us) |", "|---|---|"]
+        L += [f"| {k} | {v:.0f} |" for k, v in pr["latency_us"].items()]
+        L += ["", "Latencies were taken on a shared 2-core machine; read them as rough.", ""]
+    else:
+        L += [f"Not measured: {pr.get('note', 'n/a')}.", ""]
     if rep.get("tuning"):
         L += ["## T / alpha tuning (validation split)", "", "| T | alpha | anneal | val acc |", "|---|---|---|---|"]
         L += [f"| {r['T']} | {r['alpha']} | {r['anneal']} | {_pct(r['val_acc'])} |" for r in rep["tuning"]]

@@ -107,3 +107,17 @@ def test_set_exits_rejects_bad_thresholds(built):
         E.set_exits(m, ["margin", "max"], [float("inf"), 1.0])
     with pytest.raises(ValueError):
         E.set_exits(m, ["margin"], [1.0])
+
+
+def test_pyruntime_runs_the_exported_model_like_onnxruntime(built):
+    import pyruntime
+    if not hasattr(pyruntime, "load"):
+        pytest.skip("pyruntime cannot load models yet")
+    _, _, _, _, path, x = built
+    m = pyruntime.load(str(path), threads=1)
+    assert [o.name for o in m.outputs] == ["logits", "gate0_stage1", "gate1_stage2"]
+    ours = m.run(None, {"input": x})
+    ref = E.run_onnxruntime(path, x)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert np.abs(a - b).max() <= 1e-3 * (np.abs(b).max() + 1e-6)
