@@ -14,7 +14,7 @@ import numpy as np
 from . import _native
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
-from .onnx_import import fuse_qadd, fuse_qconv, lower_conv, passes  # noqa: F401 (lower_conv registers ops)
+from .onnx_import import fuse_conv, fuse_qadd, lower_conv, passes  # noqa: F401 (lower_conv registers ops)
 from .onnx_import.lower import LOWER, Lowering, unsupported
 from .ops import _isa_index, _threads
 
@@ -154,7 +154,7 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
     proto, _ = _load_proto(model, allow_external_data, max_tensor_elements, max_model_bytes)
     g = graph_mod.from_model(proto)
     g = passes.run_all(g)
-    g = fuse_qconv.fuse_qdq_conv(fuse_qconv.fuse_qoperator_conv(g))
+    g = fuse_conv.fuse_float_conv(fuse_conv.fuse_qdq_conv(fuse_conv.fuse_qoperator_conv(g)))
     g = passes.remove_dead(fuse_qadd.fuse_qdq_add(g))
     for n in g.nodes:
         if (n.domain, n.op) not in LOWER:

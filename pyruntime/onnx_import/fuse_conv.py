@@ -1,6 +1,10 @@
-"""int8 convolutions into pyrt.QConv: DQ -> Conv [-> Relu/Clip] [-> Q] with constant
-weights, and QLinearConv / ConvInteger whose weights and quantization parameters are
-constants. Weights are quantized per tensor or per output channel (axis 0)."""
+"""Convolution fusion.
+
+fp32: Conv with constant weights absorbs a following per-channel Mul and Add (a folded
+BatchNorm) into its weights and bias, and Relu/Clip into its clamp.
+int8: DQ -> Conv [-> Relu/Clip] [-> Q] with constant weights, and QLinearConv /
+ConvInteger whose weights and quantization parameters are constants, become pyrt.QConv.
+Weights are quantized per tensor or per output channel (axis 0)."""
 from __future__ import annotations
 
 import numpy as np
@@ -148,6 +152,78 @@ def fuse_qdq_conv(g: Graph) -> Graph:
                            0, 0, 0, fusions)
             gone = []
         replace[id(n)] = fused
+        for x in gone:
+            replace[id(x)] = None
+    if replace:
+        g.nodes = [replace.get(id(x), x) for x in g.nodes if replace.get(id(x), x) is not None]
+    return g
+
+
+def _per_channel(g: Graph, name: str, M: int, rank: int):
+    """A constant that broadcasts per output channel of a rank-`rank` NCHW tensor, as [M]."""
+    v = g.consts.get(name)
+    if v is None or v.dtype != np.float32:
+        return None
+    if v.size == 1 and v.ndim <= rank:
+        return np.full(M, v.reshape(-1)[0], np.float32)
+    shape = (1,) * (rank - v.ndim) + tuple(v.shape)
+    if len(shape) == rank and shape[1] == M and all(d == 1 for i, d in enumerate(shape) if i != 1):
+        return v.reshape(M)
+    return None
+
+
+def fuse_float_conv(g: Graph) -> Graph:
+    uses = g.consumers()
+    replace: dict[int, Node | None] = {}
+    for n in g.nodes:
+        if n.domain != "" or n.op != "Conv" or n.inputs[1] not in g.consts or id(n) in replace:
+            continue
+        w = g.consts[n.inputs[1]]
+        if w.dtype != np.float32:
+            continue
+        b_name = n.inputs[2] if len(n.inputs) > 2 else ""
+        if b_name and b_name not in g.consts:
+            continue
+        M, rank = w.shape[0], w.ndim
+        w = w.astype(np.float32).copy()
+        b = g.consts[b_name].astype(np.float32).copy() if b_name else np.zeros(M, np.float32)
+        fusions, gone, tail = ["Conv"], [], n.outputs[0]
+        lo, hi = -np.inf, np.inf
+        nxt = _only_user(g, tail, uses)
+        while nxt is not None and nxt.domain == "":
+            other = (nxt.inputs[1] if nxt.inputs[0] == tail else nxt.inputs[0]) if len(nxt.inputs) > 1 else ""
+            if nxt.op in ("Mul", "Add") and np.isinf([lo, hi]).all():
+                c = _per_channel(g, other, M, rank)
+                if c is None:
+                    break
+                if nxt.op == "Mul":
+                    w *= c.reshape((M,) + (1,) * (rank - 1))
+                    b *= c
+                else:
+                    b += c
+            elif nxt.op == "Relu":
+                lo = max(lo, 0.0)
+            elif nxt.op == "Clip":
+                mn = _const_scalar(g, nxt.inputs[1]) if len(nxt.inputs) > 1 and nxt.inputs[1] else nxt.attrs.get("min")
+                mx = _const_scalar(g, nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] else nxt.attrs.get("max")
+                if (len(nxt.inputs) > 1 and nxt.inputs[1] and mn is None) or \
+                        (len(nxt.inputs) > 2 and nxt.inputs[2] and mx is None):
+                    break
+                lo = max(lo, float(mn)) if mn is not None else lo
+                hi = min(hi, float(mx)) if mx is not None else hi
+            else:
+                break
+            fusions.append(nxt.fusions[0] if nxt.fusions else nxt.op)
+            gone.append(nxt)
+            tail = nxt.outputs[0]
+            nxt = _only_user(g, tail, uses)
+        if not gone:
+            continue
+        w_name, b_name2 = f"{n.name}__w_fused", f"{n.name}__b_fused"
+        g.consts[w_name], g.consts[b_name2] = w, b
+        attrs = dict(n.attrs, lo=lo, hi=hi)
+        replace[id(n)] = Node("Conv", "", [n.inputs[0], w_name, b_name2], [tail], attrs, n.name, n.opset,
+                              list(dict.fromkeys(fusions)), proto=None)
         for x in gone:
             replace[id(x)] = None
     if replace:

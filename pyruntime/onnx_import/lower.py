@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from .. import _native
@@ -25,14 +26,58 @@ _HOME_ARENA, _HOME_CONST, _HOME_INPUT, _HOME_OUTPUT = 0, 1, 2, 3
 _ALIGN = 64
 
 
+# Inputs whose values decide shapes (or whether the node is supported at all), by position:
+# they must be known when a plan is made. Where a graph input reaches one of these slots,
+# plans are made per value of that input too (plan_time_inputs, Model).
+PLAN_TIME_SLOTS = {
+    ("", "Reshape"): (1,),
+    ("", "Squeeze"): (1,),
+    ("", "Unsqueeze"): (1,),
+    ("", "ReduceMean"): (1,),
+    ("", "Dropout"): (2,),  # training_mode
+}
+# Largest graph input that may be read at plan time (elements): axes and shapes are short.
+PLAN_TIME_MAX_ELEMENTS = 64
+
+
+def plan_time_inputs(g: Graph) -> list[str]:
+    """Graph inputs whose values a plan depends on: they reach a PLAN_TIME_SLOTS input,
+    directly or through nodes evaluated at plan time (Shape reads only its input's shape).
+    A model with such inputs is planned per (input shapes, values of these inputs)."""
+    prod = g.producers()
+    needed, stack = set(), []
+    for n in g.nodes:
+        for i in PLAN_TIME_SLOTS.get((n.domain, n.op), ()):
+            if i < len(n.inputs) and n.inputs[i]:
+                stack.append(n.inputs[i])
+    while stack:
+        name = stack.pop()
+        if name in needed or name in g.consts:
+            continue
+        needed.add(name)
+        p = prod.get(name)
+        if p is not None and not (p.domain == "" and p.op == "Shape"):
+            stack.extend(i for i in p.inputs if i)
+    return [i.name for i in g.inputs if i.name in needed]
+
+
 class Lowering:
-    def __init__(self, g: Graph, input_shapes: list[tuple]):
+    def __init__(self, g: Graph, input_shapes: list[tuple], input_values: dict | None = None):
+        """input_values: the values of plan_time_inputs(g) for this plan (their arrays are
+        still fed at run time, but the plan reads them as constants)."""
         self.g = g
         self.consts: dict[str, np.ndarray] = dict(g.consts)
         self.vals: dict[str, tuple[np.dtype, tuple]] = {}
         self.steps: list[dict] = []
         for info, shape in zip(g.inputs, input_shapes):
             self.vals[info.name] = (info.dtype, tuple(shape))
+        for name, v in (input_values or {}).items():
+            v = np.array(v)  # a private copy: the plan must not change with the caller's array
+            if v.size > PLAN_TIME_MAX_ELEMENTS:
+                raise UnsupportedError(f"input '{name}' sets shapes or axes, so its values are read when the "
+                                       f"model is planned; it has {v.size} elements, more than "
+                                       f"{PLAN_TIME_MAX_ELEMENTS}: make it a constant (an initializer)")
+            self.consts[name] = v
 
     # -- queries used by the op lowerings
     def is_const(self, name: str) -> bool:
@@ -175,6 +220,10 @@ def _prod(xs) -> int:
 # element-wise
 
 
+# The executor's index loops hold at most this many dimensions (after coalescing).
+_MAX_RANK = 8
+
+
 def _broadcast_strides(shape, out_shape):
     shape = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
     strides, acc = [], 1
@@ -184,15 +233,64 @@ def _broadcast_strides(shape, out_shape):
     return strides[::-1]
 
 
+def _broadcast_ints(n: Node, shapes, out) -> list[int]:
+    """rank R, out_shape[R], then strides[R] per operand, with size-1 dimensions dropped and
+    neighbours that every operand walks contiguously merged (fewer, longer inner loops)."""
+    strides = [_broadcast_strides(s, out) for s in shapes]
+    dims: list[tuple[int, list[int]]] = []
+    for i, d in enumerate(out):
+        if d == 1:
+            continue
+        st = [s[i] for s in strides]
+        if dims and all(ps == x * d for ps, x in zip(dims[-1][1], st)):
+            dims[-1] = (dims[-1][0] * d, st)
+        else:
+            dims.append((d, st))
+    if len(dims) > _MAX_RANK:
+        raise UnsupportedError(f"{n.label()}: broadcasting {[tuple(s) for s in shapes]} needs {len(dims)} "
+                               f"dimensions; at most {_MAX_RANK} are supported")
+    ints = [len(dims), *(d for d, _ in dims)]
+    for k in range(len(shapes)):
+        ints += [st[k] for _, st in dims]
+    return ints
+
+
+_BINARY_DTYPES = (np.float32, np.uint8, np.int8, np.int32, np.int64)
+
+
 def lower_binary(low: Lowering, n: Node) -> None:
     a, b = n.inputs[:2]
     if low.dtype(a) != low.dtype(b):
         raise ModelError(f"{n.label()}: operands have dtypes {low.dtype(a)} and {low.dtype(b)}; they must match")
+    if low.dtype(a) not in _BINARY_DTYPES:
+        raise UnsupportedError(f"{n.label()} on {low.dtype(a)} is not supported; float32, uint8, int8, int32 "
+                               "and int64 are")
     out = tuple(np.broadcast_shapes(low.shape(a), low.shape(b)))
     low.define(n.outputs[0], low.dtype(a), out)
     op = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3}[n.op]
-    ints = [op, len(out), *out, *_broadcast_strides(low.shape(a), out), *_broadcast_strides(low.shape(b), out)]
-    low.emit("binary", [a, b], [n.outputs[0]], ints)
+    low.emit("binary", [a, b], [n.outputs[0]], [op, *_broadcast_ints(n, [low.shape(a), low.shape(b)], out)])
+
+
+def _emit_transpose(low: Lowering, n: Node, x: str, y: str, shape, perm) -> None:
+    """Defines y = transpose(x, perm) and emits it with size-1 axes dropped and axes that stay
+    neighbours merged."""
+    low.define(y, low.dtype(x), [shape[p] for p in perm])
+    keep = [a for a in range(len(shape)) if shape[a] != 1]
+    index = {a: i for i, a in enumerate(keep)}
+    groups: list[list[int]] = []  # runs of input axes that stay together, in output order
+    for p in (index[p] for p in perm if p in index):
+        if groups and groups[-1][-1] + 1 == p:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    order = sorted(range(len(groups)), key=lambda g: groups[g][0])
+    in_shape = [_prod(shape[keep[a]] for a in groups[g]) for g in order]
+    rank_of = {g: i for i, g in enumerate(order)}
+    new_perm = [rank_of[g] for g in range(len(groups))]
+    if len(in_shape) > _MAX_RANK:
+        raise UnsupportedError(f"{n.label()}: transposing {tuple(shape)} by {list(perm)} needs {len(in_shape)} "
+                               f"dimensions; at most {_MAX_RANK} are supported")
+    low.emit("transpose", [x], [y], [len(in_shape), *in_shape, *new_perm])
 
 
 def _float_input(low, n):
@@ -201,8 +299,11 @@ def _float_input(low, n):
 
 
 def lower_unary(low: Lowering, n: Node) -> None:
-    _float_input(low, n)
     x = n.inputs[0]
+    dt = low.dtype(x)
+    if n.op in ("Relu", "Clip") and dt in (np.uint8, np.int8):
+        return _lower_int8_clip(low, n)
+    _float_input(low, n)
     low.define(n.outputs[0], np.float32, low.shape(x))
     op = {"Relu": 0, "Clip": 1, "Sigmoid": 2, "Tanh": 3}[n.op]
     ins, floats = [x], [-np.inf, np.inf]
@@ -211,7 +312,49 @@ def lower_unary(low: Lowering, n: Node) -> None:
             floats = [n.attrs.get("min", -3.4028234663852886e38), n.attrs.get("max", 3.4028234663852886e38)]
         else:
             ins = [x, n.inputs[1] if len(n.inputs) > 1 else "", n.inputs[2] if len(n.inputs) > 2 else ""]
+            for k in (1, 2):  # constant bounds go in the step; runtime ones stay inputs
+                if ins[k] and low.is_const(ins[k]):
+                    floats[k - 1] = float(_const_scalar(low, ins[k], n, ("min", "max")[k - 1]))
+                    ins[k] = ""
+            while len(ins) > 1 and not ins[-1]:
+                ins.pop()
     low.emit("unary", ins, [n.outputs[0]], [op], floats)
+
+
+def _lower_int8_clip(low: Lowering, n: Node) -> None:
+    """Relu / Clip on uint8 or int8 (opset 12+/14+): exact through float32, every 8-bit value
+    and bound being a float32 integer: dequantize with scale 1, clip, quantize with scale 1."""
+    x, y = n.inputs[0], n.outputs[0]
+    dt, shape = low.dtype(x), low.shape(x)
+    one = f"{y}__one"
+    low.consts[one] = np.ones((), np.float32)
+    per_tensor = [_prod(shape), 1, 1, 0]
+
+    def as_float(name: str) -> str:
+        if low.dtype(name) != dt:
+            raise ModelError(f"{n.label()}: bound '{name}' has dtype {low.dtype(name)}, input has {dt}")
+        f = f"{y}__{name}__f32"
+        low.define(f, np.float32, low.shape(name))
+        low.emit("dequantize", [name, one, ""], [f], [_prod(low.shape(name)), 1, 1, 0])
+        return f
+
+    xf, yf = as_float(x), f"{y}__clip_f32"
+    floats, ins = [-np.inf, np.inf], [xf]
+    if n.op == "Relu":
+        floats[0] = 0.0
+    else:
+        for k in (1, 2):
+            b = n.inputs[k] if len(n.inputs) > k else ""
+            if b and low.is_const(b):
+                floats[k - 1] = float(_const_scalar(low, b, n, ("min", "max")[k - 1]))
+                b = ""
+            ins.append(as_float(b) if b else "")
+    while len(ins) > 1 and not ins[-1]:
+        ins.pop()
+    low.define(yf, np.float32, shape)
+    low.emit("unary", ins, [yf], [1], floats)
+    low.define(y, dt, shape)
+    low.emit("quantize", [yf, one, ""], [y], per_tensor)
 
 
 def lower_softmax(low: Lowering, n: Node) -> None:
@@ -252,8 +395,7 @@ def lower_reduce_mean(low: Lowering, n: Node) -> None:
     if axes != list(range(axes[0], axes[0] + len(axes))):
         perm = [i for i in range(r) if i not in axes] + axes
         src = n.outputs[0] + "__t"
-        low.define(src, np.float32, [shape[p] for p in perm])
-        low.emit("transpose", [x], [src], [r, *shape, *perm])
+        _emit_transpose(low, n, x, src, shape, perm)
         kept = [shape[i] for i in range(r) if i not in axes]
         ints = [_prod(kept), _prod(shape[a] for a in axes), 1]
     else:
@@ -338,9 +480,23 @@ def lower_unsqueeze(low: Lowering, n: Node) -> None:
 
 
 def lower_identity(low: Lowering, n: Node) -> None:
+    if n.op == "Dropout" and _dropout_training(low.consts, n):
+        raise UnsupportedError(f"{n.label()}: training_mode is true; only inference (training_mode false or "
+                               "absent) is supported")
     _copy_as(low, n, low.shape(n.inputs[0]))
     if n.op == "Dropout" and len(n.outputs) > 1 and n.outputs[1]:
         low.consts[n.outputs[1]] = np.ones(low.shape(n.inputs[0]), dtype=np.bool_)
+
+
+def _dropout_training(consts: dict, n: Node) -> bool:
+    """Whether a Dropout runs in training mode; its training_mode input is read at plan time
+    (a constant, or a graph input planned per value)."""
+    t = n.inputs[2] if len(n.inputs) > 2 else ""
+    if not t:
+        return False
+    if t not in consts:
+        raise UnsupportedError(f"{n.label()}: training_mode must be known before the run")
+    return bool(np.asarray(consts[t]).reshape(-1)[0])
 
 
 def lower_transpose(low: Lowering, n: Node) -> None:
@@ -349,8 +505,7 @@ def lower_transpose(low: Lowering, n: Node) -> None:
     perm = list(n.attrs.get("perm", list(range(r))[::-1]))
     if sorted(perm) != list(range(r)):
         raise ModelError(f"{n.label()}: perm {perm} is not a permutation of {r} axes")
-    low.define(n.outputs[0], low.dtype(n.inputs[0]), [shape[p] for p in perm])
-    low.emit("transpose", [n.inputs[0]], [n.outputs[0]], [r, *shape, *perm])
+    _emit_transpose(low, n, n.inputs[0], n.outputs[0], shape, perm)
 
 
 def lower_concat(low: Lowering, n: Node) -> None:
@@ -434,8 +589,9 @@ def lower_gemm(low: Lowering, n: Node) -> None:
         if int(n.attrs.get(flag, 0)):
             s = low.shape(name)
             t = f"{n.outputs[0]}__{flag}"
-            low.define(t, np.float32, s[::-1])
-            low.emit("transpose", [name], [t], [2, *s, 1, 0])
+            if len(s) != 2:
+                raise ModelError(f"{n.label()}: {flag} needs a 2-D operand, got shape {tuple(s)}")
+            _emit_transpose(low, n, name, t, s, [1, 0])
             name = t
         srcs.append(name)
     batches, M, K, N, offs, out = _batched(low, n, low.shape(srcs[0]), low.shape(srcs[1]))
@@ -477,6 +633,25 @@ def lower_matmul_int(low: Lowering, n: Node) -> None:
     if a_zp and _prod(low.shape(a_zp)) != 1:
         raise UnsupportedError(f"{n.label()}: a per-row a_zero_point is not supported; quantize A per tensor")
     batches, M, K, N, offs, out = _batched(low, n, low.shape(a), low.shape(b))
+    for name, what, dt in ((a_zp, "a_zero_point", low.dtype(a)), (b_zp, "b_zero_point", low.dtype(b))):
+        if name and low.dtype(name) != dt:
+            raise ModelError(f"{n.label()}: {what} has dtype {low.dtype(name)}; it must match its input's {dt}")
+    if b_zp and _prod(low.shape(b_zp)) not in (1, N):
+        raise UnsupportedError(f"{n.label()}: b_zero_point has shape {low.shape(b_zp)}; one value or one per "
+                               f"column ({N}) is supported")
+    if requant:
+        for name, what in ((a_s, "a_scale"), (y_s, "y_scale"), (y_zp, "y_zero_point")):
+            if name and _prod(low.shape(name)) != 1:
+                raise UnsupportedError(f"{n.label()}: {what} has shape {low.shape(name)}; only a single value "
+                                       "(per tensor) is supported")
+        for name in (a_s, b_s, y_s):
+            if low.dtype(name) != np.float32:
+                raise UnsupportedError(f"{n.label()}: scale '{name}' has dtype {low.dtype(name)}; float32 only")
+        if _prod(low.shape(b_s)) not in (1, N):
+            raise UnsupportedError(f"{n.label()}: b_scale has shape {low.shape(b_s)}; one value or one per "
+                                   f"column ({N}) is supported")
+        if out_dtype not in (np.uint8, np.int8):
+            raise UnsupportedError(f"{n.label()}: output dtype {out_dtype}; uint8 or int8 only")
     low.define(n.outputs[0], out_dtype, out)
     low.emit("matmul_int", ins, [n.outputs[0]], [batches, M, K, N, int(requant), *offs])
 
@@ -517,11 +692,17 @@ def lower_fgemm(low: Lowering, n: Node) -> None:
 # quantization
 
 
-def _per_axis(low, n, x, scale):
+def _per_axis(low, n, x, scale, zp=""):
     shape = low.shape(x)
     ssize = _prod(low.shape(scale))
     if int(n.attrs.get("block_size", 0)):
         raise UnsupportedError(f"{n.label()}: blocked quantization is not supported")
+    if len(low.shape(scale)) > 1:
+        raise UnsupportedError(f"{n.label()}: a {len(low.shape(scale))}-D scale (blocked quantization) is not "
+                               "supported; per tensor or per axis only")
+    if zp and (low.shape(zp) != low.shape(scale)) and not (_prod(low.shape(zp)) == 1 and ssize == 1):
+        raise ModelError(f"{n.label()}: zero point shape {low.shape(zp)} differs from scale shape "
+                         f"{low.shape(scale)}")
     if ssize == 1 or not shape:
         return [_prod(shape), 1, 1, 0]
     axis = _axis(int(n.attrs.get("axis", 1)), len(shape), n)
@@ -543,7 +724,7 @@ def lower_quantize(low: Lowering, n: Node) -> None:
         raise UnsupportedError(f"{n.label()}: QuantizeLinear float32 -> uint8/int8 only, got {low.dtype(x)} -> "
                                f"{out_dtype} with {low.dtype(scale)} scale")
     low.define(n.outputs[0], out_dtype, low.shape(x))
-    low.emit("quantize", [x, scale, zp], [n.outputs[0]], _per_axis(low, n, x, scale))
+    low.emit("quantize", [x, scale, zp], [n.outputs[0]], _per_axis(low, n, x, scale, zp))
 
 
 def lower_dequantize(low: Lowering, n: Node) -> None:
@@ -554,8 +735,10 @@ def lower_dequantize(low: Lowering, n: Node) -> None:
                                f"got {low.dtype(x)} with {low.dtype(scale)}")
     if zp and low.dtype(zp) != low.dtype(x):
         raise ModelError(f"{n.label()}: zero point dtype {low.dtype(zp)} differs from input dtype {low.dtype(x)}")
+    if int(n.attrs.get("output_dtype", 0)) not in (0, onnx.TensorProto.FLOAT):
+        raise UnsupportedError(f"{n.label()}: output_dtype {int(n.attrs['output_dtype'])}; float32 only")
     low.define(n.outputs[0], np.float32, low.shape(x))
-    low.emit("dequantize", [x, scale, zp], [n.outputs[0]], _per_axis(low, n, x, scale))
+    low.emit("dequantize", [x, scale, zp], [n.outputs[0]], _per_axis(low, n, x, scale, zp))
 
 
 def _const_scalar(low, name, n, what):
@@ -575,9 +758,14 @@ def lower_qlinear_add(low: Lowering, n: Node) -> None:
         if not np.isfinite(v) or v <= 0:
             raise ModelError(f"{n.label()}: {what} is {v}; scales must be finite and > 0")
     out_dtype = low.dtype(y_zp) if y_zp else low.dtype(a)
+    for name in (a, b):
+        if low.dtype(name) not in (np.uint8, np.int8):
+            raise ModelError(f"{n.label()}: '{name}' has dtype {low.dtype(name)}; expected uint8 or int8")
+    if out_dtype not in (np.uint8, np.int8):
+        raise ModelError(f"{n.label()}: output dtype {out_dtype}; expected uint8 or int8")
     out = tuple(np.broadcast_shapes(low.shape(a), low.shape(b)))
     low.define(n.outputs[0], out_dtype, out)
-    ints = [len(out), *out, *_broadcast_strides(low.shape(a), out), *_broadcast_strides(low.shape(b), out), *zps]
+    ints = [*_broadcast_ints(n, [low.shape(a), low.shape(b)], out), *zps]
     low.emit("qadd", [a, b], [n.outputs[0]], ints,
              [float(np.float32(np.float64(sa) / np.float64(sy))), float(np.float32(np.float64(sb) / np.float64(sy)))])
 

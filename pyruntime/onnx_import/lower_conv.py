@@ -132,7 +132,7 @@ def lower_conv(low: Lowering, n: Node) -> None:
         low.emit("conv_f32", [x], [n.outputs[0]], ints + [group], [at.get("lo", -np.inf), at.get("hi", np.inf)],
                      fweights=packed, f32=bias)
     else:
-        low.emit("conv_f32", [x, w, b], [n.outputs[0]], ints + [group], [-np.inf, np.inf])
+        low.emit("conv_f32", [x, w, b], [n.outputs[0]], ints + [group], [at.get("lo", -np.inf), at.get("hi", np.inf)])
 
 
 def lower_qconv(low: Lowering, n: Node) -> None:

@@ -31,6 +31,12 @@ def _const_of_constant_node(n: Node) -> np.ndarray:
                            "use 'value' (a tensor) or value_float(s) / value_int(s)")
 
 
+def _dropout_may_train(g: Graph, n: Node) -> bool:
+    """A Dropout whose training_mode input is not a constant false (the lowering decides)."""
+    t = n.inputs[2] if n.op == "Dropout" and len(n.inputs) > 2 else ""
+    return bool(t) and (t not in g.consts or bool(np.asarray(g.consts[t]).reshape(-1)[0]))
+
+
 def _rename_uses(g: Graph, old: str, new: str) -> None:
     for n in g.nodes:
         n.inputs = [new if i == old else i for i in n.inputs]
@@ -45,8 +51,8 @@ def fold_constants(g: Graph) -> Graph:
         if n.domain == "" and n.op == "Constant":
             g.consts[n.outputs[0]] = _const_of_constant_node(n)
             continue
-        if n.domain == "" and n.op in ("Identity", "Dropout") and n.inputs[0] not in outputs \
-                and n.outputs[0] not in outputs and all(not o for o in n.outputs[1:]):
+        if n.domain == "" and n.op in ("Identity", "Dropout") and n.outputs[0] not in outputs \
+                and all(not o for o in n.outputs[1:]) and not _dropout_may_train(g, n):
             _rename_uses(g, n.outputs[0], n.inputs[0])
             continue
         ins = [i for i in n.inputs if i]
@@ -64,7 +70,8 @@ def fold_constants(g: Graph) -> Graph:
 def fold_batchnorm(g: Graph) -> Graph:
     """BatchNormalization with constant parameters becomes y = x * a + b per channel."""
     for n in list(g.nodes):
-        if n.domain != "" or n.op != "BatchNormalization" or len([o for o in n.outputs if o]) != 1:
+        if n.domain != "" or n.op != "BatchNormalization" or len([o for o in n.outputs if o]) != 1 \
+                or int(n.attrs.get("training_mode", 0)):
             continue
         x, scale, bias, mean, var = n.inputs[:5]
         if not all(p in g.consts for p in (scale, bias, mean, var)):
