@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _native
+from . import exits as exits_mod
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
 from .onnx_import import fuse_conv, fuse_qadd, lower_conv, passes  # noqa: F401 (lower_conv registers ops)
@@ -41,11 +42,20 @@ def _load_proto(model, allow_external_data: bool, max_tensor_elements: int, max_
 class Model:
     """A loaded model. Thread-safe: run/predict may be called from many threads at once."""
 
-    def __init__(self, g: graph_mod.Graph, *, threads: int, isa: int, exits: bool):
+    def __init__(self, g: graph_mod.Graph, *, threads: int, isa: int, exits: bool = False, gates=None,
+                 trusted_inputs: bool = False):
         self._g = g
         self._threads = threads
         self._isa = isa
-        self._exits = exits
+        self._trusted = trusted_inputs  # an internal segment: its feeds come from the model itself
+        self._gates = gates
+        self.exits = exits_mod.Thresholds(gates) if gates else None
+        self._segments = None
+        if gates and exits:
+            self._segments = [(seg, Model(seg.graph, threads=threads, isa=isa, trusted_inputs=True))
+                              for seg in exits_mod.split(g, gates)]
+        self._stats = np.zeros(len(gates) + 1 if gates else 1, np.int64)
+        self._stats_lock = threading.Lock()
         self.inputs = [IOInfo(i.name, i.dtype, tuple(i.shape)) for i in g.inputs]
         self.outputs = [IOInfo(o.name, o.dtype, tuple(o.shape)) for o in g.outputs]
         self._input_names = [i.name for i in self.inputs]
@@ -65,6 +75,8 @@ class Model:
 
     # -- running
     def _check_feed(self, feed) -> list[np.ndarray]:
+        if self._trusted:
+            return [feed[n] for n in self._input_names]
         if not isinstance(feed, dict):
             raise InputError(f"feed must be a dict of input name -> numpy array, got {type(feed).__name__}")
         unknown = [k for k in feed if k not in self._input_names]
@@ -97,6 +109,8 @@ class Model:
         if prog is not None:
             return prog
         low = Lowering(self._g, [a.shape for a in arrays])
+        for name, a in zip(self._input_names, arrays):
+            low.vals[name] = (a.dtype, tuple(a.shape))
         for i in self._value_inputs:
             low.consts[self._input_names[i]] = np.array(arrays[i])
         low.run()
@@ -129,11 +143,69 @@ class Model:
             raise InputError(f"unknown output name(s) in {output_names!r}; this model's outputs are "
                              f"{self._output_names}") from None
 
-    def predict(self, x) -> np.ndarray:
-        """Output 0 for the model's single input."""
+    def predict(self, x, *, return_exit: bool = False):
+        """Output 0 for the model's single input. On an early-exit model loaded with
+        exits=True, each sample is answered by the first gate whose rule fires (the rest of
+        the network is not computed for it); return_exit=True adds the exit index per
+        sample (gate k -> k, the final head -> number of gates) as int64."""
         if len(self._input_names) != 1:
             raise InputError(f"predict needs a single-input model; this one has {self._input_names}: use run()")
-        return self.run(None, {self._input_names[0]: x})[0]
+        if self._segments is None:
+            out = self.run(None, {self._input_names[0]: x})[0]
+            exit_index = np.full(out.shape[0] if out.ndim else 1, len(self._gates or ()), np.int64)
+        else:
+            if not isinstance(x, np.ndarray):
+                raise InputError(f"input '{self._input_names[0]}' must be a numpy array, got {type(x).__name__}")
+            self._check_feed({self._input_names[0]: x})
+            out, exit_index = self._predict_with_exits(x)
+        counts = np.bincount(exit_index, minlength=len(self._stats))
+        with self._stats_lock:
+            self._stats += counts
+        return (out, exit_index) if return_exit else out
+
+    def _predict_with_exits(self, x: np.ndarray):
+        thresholds = self.exits.snapshot()
+        n = x.shape[0]
+        K = len(self._gates)
+        rows = np.arange(n)
+        exit_index = np.full(n, K, np.int64)
+        carried: dict[str, np.ndarray] = {self._input_names[0]: x}
+        out = None
+        for k, (seg, model) in enumerate(self._segments):
+            feed = {name: carried[name] for name in model._input_names}
+            results = model.run(None, feed)
+            scores = results[0]
+            if out is None:
+                out = np.empty((n,) + scores.shape[1:], scores.dtype)
+            for name, value in zip(model._output_names[1:], results[1:]):
+                carried[name] = value
+            if seg.gate is None:
+                out[rows] = scores
+                break
+            gate = self._gates[k]
+            fired = exits_mod.fire(scores, gate.rule, thresholds[k])
+            if fired.any():
+                out[rows[fired]] = scores[fired]
+                exit_index[rows[fired]] = k
+                keep = ~fired
+                if not keep.any():
+                    break
+                rows = rows[keep]
+                carried = {name: v[keep] for name, v in carried.items()}
+        if out is None:  # an empty batch
+            out = self.run(None, {self._input_names[0]: x})[0]
+        return out, exit_index
+
+    def exit_stats(self) -> dict:
+        """Samples answered by each exit since load or the last reset_exit_stats()."""
+        with self._stats_lock:
+            counts = self._stats.copy()
+        names = [g.output for g in (self._gates or [])] + [self._output_names[0]]
+        return {"counts": dict(zip(names, counts.tolist())), "total": int(counts.sum())}
+
+    def reset_exit_stats(self) -> None:
+        with self._stats_lock:
+            self._stats[:] = 0
 
     def summary(self) -> str:
         """Per node: the kernel chosen, dtypes and fusions; plus the arena of the last plan."""
@@ -181,4 +253,5 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
     if spin is not None:
         from . import set_spin
         set_spin(spin)
-    return Model(g, threads=_threads(threads), isa=_isa_index(isa), exits=exits)
+    gates = exits_mod.parse({p.key: p.value for p in proto.metadata_props}, g)
+    return Model(g, threads=_threads(threads), isa=_isa_index(isa), exits=exits, gates=gates)
