@@ -128,14 +128,17 @@ class Model:
         # dtype and exact shape on every call, so only a first sight needs the full checks.
         try:
             arrays = [feed[n] for n in self._input_names]
-            prog = self._plans.get(self._key(arrays))
-        except (TypeError, KeyError, AttributeError):
+            key = self._key(arrays)
+            prog = self._plans.get(key)
+            if prog is not None:
+                self._plans.move_to_end(key)  # least recently used goes first
+        except (TypeError, KeyError, AttributeError):  # KeyError: evicted by another thread meanwhile
             prog = None
         if prog is None or len(feed) != len(arrays):
             arrays = self._check_feed(feed)
             prog = self._program(self._key(arrays), arrays)
         outs = prog.run(arrays, self._threads, self._isa)
-        if output_names is None:
+        if not output_names:  # None or [] (onnxruntime's convention): every output
             return outs
         try:
             return [outs[self._output_pos[n]] for n in output_names]
@@ -254,4 +257,5 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
         from . import set_spin
         set_spin(spin)
     gates = exits_mod.parse({p.key: p.value for p in proto.metadata_props}, g)
-    return Model(g, threads=_threads(threads), isa=_isa_index(isa), exits=exits, gates=gates)
+    threads = min(_threads(threads), _native.max_threads())  # more would only queue
+    return Model(g, threads=threads, isa=_isa_index(isa), exits=exits, gates=gates)

@@ -168,9 +168,6 @@ def test_input_errors(zoo, x64, variant, planned):
     np.testing.assert_array_equal(m.predict(x64), pyruntime.load(str(zoo.path(variant))).predict(x64))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (onnxruntime compatibility): run([], feed) returns [] where "
-                                       "onnxruntime's session.run([], feed) returns every output (it treats any "
-                                       "empty output_names like None)")
 def test_run_empty_output_list_like_onnxruntime(zoo, x64):
     m = pyruntime.load(str(zoo.path("fp32")))
     ort = zh.ort_session(zoo.path("fp32")).run([], {"x": x64})
@@ -199,10 +196,6 @@ def test_inputs_untouched_and_outputs_fresh(models, x64):
         assert a.flags["WRITEABLE"] and a.flags["C_CONTIGUOUS"] and not np.shares_memory(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-native byte order float32 array ('>f4') is refused on the "
-                                       "first call of a shape but silently accepted once that shape is planned: "
-                                       "the native fast path (program_bindings.cc run_program) compares only "
-                                       "dtype().num(), so the big-endian bytes are read as little-endian floats")
 @pytest.mark.parametrize("variant", ["fp32", "qdq_u8s8_pt"])
 def test_byte_swapped_input_is_refused_or_correct(zoo, x64, variant):
     m = pyruntime.load(str(zoo.path(variant)))
@@ -290,17 +283,11 @@ def test_nan_inf_fp32_scalar(zoo, x64):
 
 
 @pytest.mark.skipif(DEFAULT_ISA == "scalar", reason="the default path is the scalar one here")
-@pytest.mark.xfail(strict=True, reason="BUG: the fp32 GEMM epilogue on the SIMD path (avx2) drops NaN: the fused "
-                                       "bias/ReLU clamp (lo=-inf or 0, hi=+inf) returns the bound for NaN, so a NaN "
-                                       "input yields finite logits (or -inf / 0 without ReLU) where the scalar path "
-                                       "and onnxruntime give NaN")
 def test_nan_inf_fp32_default_isa(zoo, x64):
     _fp32_nan_case(zoo, x64, None)
 
 
 @pytest.mark.skipif(DEFAULT_ISA == "scalar", reason="the default path is the scalar one here")
-@pytest.mark.xfail(strict=True, reason="BUG: fp32 MatMul (no bias, no activation) on the avx2 path turns NaN into "
-                                       "-inf (minimal reproduction: 16x16 identity MatMul, x[0,0]=NaN)")
 def test_nan_fp32_single_matmul_minimal(tmp_path):
     from onnx import helper, numpy_helper
     g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "mm",
@@ -435,9 +422,6 @@ def test_plan_cache_is_bounded(zoo, variant):
         assert np.abs(out - ref).max() <= 1.01 * step
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the plan cache is FIFO, not LRU as issue 3 asks: Model.run's fast "
-                                       "path reads self._plans.get() without move_to_end, so a shape used on every "
-                                       "call is evicted (and re-planned) after 16 other shapes")
 def test_plan_cache_keeps_the_hot_shape(zoo):
     m = pyruntime.load(str(zoo.path("fp32")))
     x = np.zeros((1, 784), np.float32)

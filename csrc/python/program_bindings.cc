@@ -59,10 +59,12 @@ py::list run_program(const Program& p, const py::list& feeds, int threads, int i
       throw InputError("input '" + p.input_name(i) + "' must be a numpy array, got " +
                        std::string(py::str(py::type::of(h).attr("__name__"))));
     py::array a = py::reinterpret_borrow<py::array>(h);
-    if (a.dtype().num() != numpy_type_num(v.dtype) && !(v.dtype == DType::s64 && a.dtype().kind() == 'i' &&
-                                                       a.itemsize() == 8))
-      throw InputError("input '" + p.input_name(i) + "' has dtype " + std::string(py::str(a.dtype())) + ", expected " +
-                       dtype_str(v.dtype) + " (no silent casts: convert it with .astype)");
+    const py::dtype dt = a.dtype();
+    if ((dt.num() != numpy_type_num(v.dtype) && !(v.dtype == DType::s64 && dt.kind() == 'i' && dt.itemsize() == 8)) ||
+        dt.byteorder() == '>')
+      throw InputError("input '" + p.input_name(i) + "' has dtype " + std::string(py::str(py::repr(dt))) +
+                       ", expected " + dtype_str(v.dtype) + " in native byte order (no silent casts: convert it "
+                       "with .astype(np." + dtype_str(v.dtype) + "))");
     bool same = size_t(a.ndim()) == v.shape.size();
     for (size_t d = 0; same && d < v.shape.size(); ++d) same = a.shape(d) == v.shape[d];
     if (!same)

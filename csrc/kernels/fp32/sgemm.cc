@@ -35,7 +35,7 @@ void tile_scalar(const float* a, ptrdiff_t lda, int rows, const float* panel, in
     }
     for (int j = 0; j < cols; ++j) {
       const float v = acc[j] + (bias ? bias[j] : 0.0f);
-      c[r * ldc + j] = std::min(std::max(v, lo), hi);
+      c[r * ldc + j] = v != v ? v : std::min(std::max(v, lo), hi);
     }
   }
 }
@@ -61,8 +61,10 @@ PYRT_AVX2 void tile_avx2(const float* a, ptrdiff_t lda, const float* panel, int 
   const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    const __m256 v0 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(acc[r][0], bb0), vlo), vhi);
-    const __m256 v1 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(acc[r][1], bb1), vlo), vhi);
+    // maxps/minps return their second operand when one is NaN: the value goes second, so
+    // NaN propagates like the scalar path and onnxruntime.
+    const __m256 v0 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(acc[r][0], bb0)));
+    const __m256 v1 = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(acc[r][1], bb1)));
     float* dst = c + r * ldc;
     if (cols == kNr) {
       _mm256_storeu_ps(dst, v0);

@@ -22,6 +22,15 @@ int32_t read_int(const void* p, DType t, int64_t i) {
   }
 }
 
+// Round half to even for |v| < 2^22 without a libm call: adding 1.5 * 2^23 leaves no
+// fraction bits, so the FPU's default rounding (RNE) does the work; -ffp-contract=off
+// keeps the two operations separate.
+inline float round_half_even_small(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float t = v + kMagic;
+  return t - kMagic;
+}
+
 void check_scale(float s, const char* op) {
   if (!(s > 0.0f) || !std::isfinite(s))
     throw InputError(std::string(op) + " received scale " + std::to_string(s) +
@@ -184,11 +193,14 @@ void qadd_typed(const Step& s, const StepIO& io) {
   TY* y = static_cast<TY*>(io.out[0]);
   const int64_t total = io.out_v[0]->elements();
   if (total == 0) return;
+  // Clamping before rounding is the same as after (the bounds are integers), and keeps
+  // |v| small enough for the exact add-and-subtract rounding of round_half_even_small.
+  const float lo_v = lo - float(y_zp), hi_v = hi - float(y_zp);
   auto one = [&](TA av, TB bv) {
     const float pa = float(int32_t(av) - a_zp) * ma;
     const float pb = float(int32_t(bv) - b_zp) * mb;
-    const float v = __builtin_roundevenf(pa + pb) + float(y_zp);
-    return TY(std::min(std::max(v, lo), hi));
+    const float v = std::min(std::max(pa + pb, lo_v), hi_v);
+    return TY(int32_t(round_half_even_small(v)) + y_zp);
   };
   if (R == 0) {
     y[0] = one(a[0], b[0]);
