@@ -1,4 +1,4 @@
-"""python -m pyruntime info: the CPU, its usable flags, the selected and available paths."""
+"""python -m pyruntime info | bench MODEL.onnx [--compare onnxruntime,openvino] [--batch N] [--threads N]."""
 from __future__ import annotations
 
 import argparse
@@ -21,9 +21,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pyruntime")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the CPU, its flags and the ISA paths")
+    b = sub.add_parser("bench", help="latency of a model: first run, mean, p50, p90, p99, throughput")
+    b.add_argument("model")
+    b.add_argument("--compare", default="", help="comma-separated peers: onnxruntime,openvino")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--seconds", type=float, default=2.0)
+    b.add_argument("--json", help="also write the results to this JSON file")
+    b.add_argument("--no-exits", action="store_true", help="run the full graph of an early-exit model")
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()
+    if args.command == "bench":
+        from .benchmark import run
+
+        run(args.model, compare=[c for c in args.compare.split(",") if c], batch=args.batch, threads=args.threads,
+            seconds=args.seconds, json_path=args.json, exits=not args.no_exits)
+        return 0
     return 2
 
 
