@@ -9,6 +9,7 @@ fp32 output. Relu/Clip before the Q narrow the clamp.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ..errors import UnsupportedError
 from .evaluate import evaluate
@@ -153,15 +154,78 @@ def _weights_per_column(scale: np.ndarray, zp, axis: int, rank: int, n_cols: int
 
 def _make_qgemm(name, a_name, out_name, w, w_zp, a_zp, bias, mult, out_dtype, out_zp, lo, hi, fusions, opset,
                 a_scale=None, w_scale=None):
-    attrs = dict(w=np.ascontiguousarray(w), w_zp=w_zp, a_zp=int(a_zp), bias=bias, mult=np.asarray(mult, np.float32),
+    attrs = dict(w=np.ascontiguousarray(w), w_zp=w_zp, a_zp=int(a_zp), bias=bias,
+                 mult=None if mult is None else np.asarray(mult, np.float32),
                  out_dtype=np.dtype(out_dtype), out_zp=int(out_zp), lo=int(lo), hi=int(hi))
     return Node("QGemm", "pyrt", [a_name], [out_name], attrs, name, opset, fusions)
 
 
-def _int32_bias(bias_f, s_a: float, s_w: np.ndarray, n: int) -> np.ndarray:
-    """A float bias on an int8 GEMM, in the accumulator's scale s_a * s_w[n]."""
-    acc_scale = np.float64(s_a) * s_w.astype(np.float64)
-    return np.rint(np.broadcast_to(np.asarray(bias_f, np.float64).reshape(-1), (n,)) / acc_scale).astype(np.int32)
+def _int32_bias(bias_f, acc_scale: np.ndarray, n: int) -> np.ndarray | None:
+    """A float bias on an int8 GEMM in the accumulator's scale (s_a * alpha * s_w[n]); None
+    where a value would not fit int32 (the layer then stays unfused)."""
+    acc = np.broadcast_to(np.asarray(acc_scale, np.float64).reshape(-1), (n,))
+    q = np.rint(np.broadcast_to(np.asarray(bias_f, np.float64).reshape(-1), (n,)) / acc)
+    if not np.all(np.isfinite(q)) or np.abs(q).max(initial=0) > 2**31 - 1:
+        return None
+    return q.astype(np.int32)
+
+
+def _row_vector(c: np.ndarray, n: int, out_rank: int | None) -> bool:
+    """Whether c broadcasts along the output columns only, without changing the output's
+    shape: one value or n values, shaped [n] (or [1, n] on an output of rank >= 2)."""
+    if c.size not in (1, n):
+        return False
+    if c.ndim <= 1:
+        return True
+    return c.ndim == 2 and c.shape[0] == 1 and out_rank is not None and out_rank >= 2
+
+
+def _gemm_bias(g: Graph, name: str, prod, n: int, acc_scale: np.ndarray, out_rank: int | None):
+    """The int32 bias vector (accumulator scale) for a bias input: a constant float tensor, or
+    a DequantizeLinear of a constant int32 tensor (used as is when its scale is the
+    accumulator's and its zero point 0, as quantizers emit it; rescaled otherwise). None if
+    the input is neither, or not a row vector."""
+    c_dq = _dq(g, name, prod)
+    if c_dq is not None:
+        q = g.consts.get(c_dq[0])
+        if q is None or q.dtype != np.int32 or not _row_vector(q, n, out_rank):
+            return None
+        s_b = np.asarray(c_dq[1], np.float32).reshape(-1)
+        zp_b = np.zeros(1, np.int64) if c_dq[2] is None else np.asarray(c_dq[2]).reshape(-1).astype(np.int64)
+        if s_b.size not in (1, n) or zp_b.size not in (1, n):
+            return None
+        vals = np.broadcast_to(q.reshape(-1), (n,)).astype(np.int64)
+        acc32 = np.broadcast_to(np.asarray(acc_scale, np.float64).reshape(-1), (n,)).astype(np.float32)
+        if not zp_b.any() and np.array_equal(np.broadcast_to(s_b, (n,)), acc32):
+            return vals.astype(np.int32)
+        bias_f = ((vals - zp_b).astype(np.float32) * s_b).astype(np.float64)
+        return _int32_bias(bias_f, acc_scale, n)
+    c = g.consts.get(name)
+    if c is not None and c.dtype == np.float32 and _row_vector(c, n, out_rank):
+        return _int32_bias(c, acc_scale, n)
+    return None
+
+
+def _q_params(g: Graph, q: Node):
+    """(scale, zero point, dtype) of a per-tensor QuantizeLinear with constant parameters and
+    an 8-bit output, else None."""
+    scale = g.consts.get(q.inputs[1])
+    if scale is None or scale.size != 1 or scale.dtype != np.float32 or int(q.attrs.get("block_size", 0)):
+        return None
+    zp_name = q.inputs[2] if len(q.inputs) > 2 else ""
+    if zp_name:
+        zp = g.consts.get(zp_name)
+        if zp is None or zp.size != 1:
+            return None
+        dt, zp_v = zp.dtype, int(zp.reshape(-1)[0])
+    else:
+        od = int(q.attrs.get("output_dtype", 0))
+        dt = {0: np.dtype(np.uint8), onnx.TensorProto.UINT8: np.dtype(np.uint8),
+              onnx.TensorProto.INT8: np.dtype(np.int8)}.get(od)
+        zp_v = 0
+    if dt not in (np.uint8, np.int8):
+        return None
+    return float(scale.reshape(-1)[0]), zp_v, np.dtype(dt)
 
 
 def fuse_qdq(g: Graph) -> Graph:
@@ -205,27 +269,21 @@ def _try_fuse_qdq_gemm(g: Graph, n: Node, prod, uses) -> bool:
     s_a = float(a_s.reshape(-1)[0])
     a_zp_v = 0 if a_zp is None else int(a_zp.reshape(-1)[0])
     fusions = ["DequantizeLinear(A)", "DequantizeLinear(W)", n.op]
+    mult_acc = np.float64(s_a) * alpha * w_s.astype(np.float64)
     bias = None
     tail = n.outputs[0]
+    # a Gemm's output is 2-D; a MatMul's has A's rank (at least 1) when shape inference knows it
+    out_rank = 2 if n.op == "Gemm" else (len(g.value_shapes[tail]) if g.value_shapes.get(tail) else None)
     if n.op == "Gemm" and len(n.inputs) > 2 and n.inputs[2]:
-        c_dq = _dq(g, n.inputs[2], prod)
-        if c_dq is not None and c_dq[0] in g.consts and g.consts[c_dq[0]].dtype == np.int32:
-            bias = np.broadcast_to(g.consts[c_dq[0]].reshape(-1), (N,)).astype(np.int32)
-        elif n.inputs[2] in g.consts and g.consts[n.inputs[2]].size in (1, N):
-            bias = _int32_bias(g.consts[n.inputs[2]], s_a * alpha, w_s, N)
-        else:
+        bias = _gemm_bias(g, n.inputs[2], prod, N, mult_acc, out_rank)
+        if bias is None:
             return False
         fusions.append("bias")
     nxt = _single_consumer(g, tail, uses)
     bias_add = None
     if bias is None and nxt is not None and nxt.op == "Add" and nxt.domain == "":
         other = nxt.inputs[1] if nxt.inputs[0] == tail else nxt.inputs[0]
-        c_dq = _dq(g, other, prod)
-        if c_dq is not None and c_dq[0] in g.consts and g.consts[c_dq[0]].dtype == np.int32 \
-                and g.consts[c_dq[0]].size in (1, N):
-            bias = np.broadcast_to(g.consts[c_dq[0]].reshape(-1), (N,)).astype(np.int32)
-        elif other in g.consts and g.consts[other].size in (1, N) and g.consts[other].ndim <= 1:
-            bias = _int32_bias(g.consts[other], s_a * alpha, w_s, N)
+        bias = _gemm_bias(g, other, prod, N, mult_acc, out_rank)
         if bias is not None:
             fusions.append("bias")
             bias_add = nxt
@@ -237,13 +295,9 @@ def _try_fuse_qdq_gemm(g: Graph, n: Node, prod, uses) -> bool:
         acts.append(nxt)
         tail = nxt.outputs[0]
         nxt = _single_consumer(g, tail, uses)
-    mult_acc = (np.float64(s_a) * alpha * w_s.astype(np.float64))
-    if nxt is not None and nxt.op == "QuantizeLinear" and nxt.domain == "" and nxt.inputs[1] in g.consts \
-            and g.consts[nxt.inputs[1]].size == 1:
-        y_s = float(g.consts[nxt.inputs[1]].reshape(-1)[0])
-        y_zp_arr = g.consts.get(nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] else None
-        out_dtype = np.uint8 if y_zp_arr is None else y_zp_arr.dtype
-        y_zp = 0 if y_zp_arr is None else int(y_zp_arr.reshape(-1)[0])
+    qp = _q_params(g, nxt) if nxt is not None and nxt.op == "QuantizeLinear" and nxt.domain == "" else None
+    if qp is not None:
+        y_s, y_zp, out_dtype = qp
         lo, hi = (0, 255) if out_dtype == np.uint8 else (-128, 127)
         for act in acts:
             if act.op == "Relu":
@@ -310,9 +364,15 @@ def _fuse_qlinear(g, n, a, a_s, a_zp, b, b_s, b_zp, c, y_s, y_zp, trans_b, alpha
     w_zp = consts[b_zp].reshape(-1).astype(np.int32) if b_zp else np.zeros(1, np.int32)
     if w_s.size not in (1, N) or w_zp.size not in (1, N):
         return None
+    if y_s and consts[y_s].size != 1:
+        return None
+    bias = None
+    if c:  # int32, scale alpha / beta * a_scale * b_scale: the accumulator's, whatever beta
+        if consts[c].dtype != np.int32 or not _row_vector(consts[c], N, 2):
+            return None
+        bias = np.broadcast_to(consts[c].reshape(-1), (N,)).astype(np.int32)
     s_a = float(consts[a_s].reshape(-1)[0])
     acc = np.float64(s_a) * alpha * w_s.astype(np.float64)
-    bias = np.broadcast_to(consts[c].reshape(-1), (N,)).astype(np.int32) if c else None
     a_zp_v = int(consts[a_zp].reshape(-1)[0]) if a_zp else 0
     if y_s:
         y_zp_arr = consts[y_zp] if y_zp else np.zeros(1, np.uint8)
@@ -374,17 +434,18 @@ def _try_fuse_float(g: Graph, n: Node, uses) -> bool:
     bias = None
     if n.op == "Gemm" and len(n.inputs) > 2 and n.inputs[2]:
         c = g.consts.get(n.inputs[2])
-        if c is None or c.size not in (1, N) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+        if c is None or c.dtype != np.float32 or not _row_vector(c, N, 2):
             return False
         bias = np.broadcast_to(c.reshape(-1) * np.float32(n.attrs.get("beta", 1.0)), (N,)).astype(np.float32)
         fusions.append("bias")
     tail = n.outputs[0]
     gone = [n]
     nxt = _single_consumer(g, tail, uses)
+    out_rank = 2 if n.op == "Gemm" else (len(g.value_shapes[tail]) if g.value_shapes.get(tail) else None)
     if bias is None and nxt is not None and nxt.op == "Add" and nxt.domain == "":
         other = nxt.inputs[1] if nxt.inputs[0] == tail else nxt.inputs[0]
         c = g.consts.get(other)
-        if c is not None and c.dtype == np.float32 and c.size in (1, N) and (c.ndim <= 1 or c.shape == (1, N)):
+        if c is not None and c.dtype == np.float32 and _row_vector(c, N, out_rank):
             bias = np.broadcast_to(c.reshape(-1), (N,)).astype(np.float32)
             fusions.append("bias")
             gone.append(nxt)
