@@ -248,9 +248,13 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
                                        f"{n.attrs['native'].max_abs_weight} could reach |acc + bias| = {worst} "
                                        "> 2^31-1; split the layer or narrow its weights")
         elif n.domain == "pyrt" and n.op == "QConv":
-            w = n.attrs["w"]
-            kxm = np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
-            n.attrs["native"] = _native.PackedWeights(kxm, np.ascontiguousarray(n.attrs["w_zp"]))
+            w, zp = n.attrs["w"], n.attrs["w_zp"]
+            group = int(n.attrs.get("group", 1))
+            mg = w.shape[0] // group
+            n.attrs["native"] = [  # one packed [K, M/group] matrix per group
+                _native.PackedWeights(np.ascontiguousarray(w[gi * mg:(gi + 1) * mg].reshape(mg, -1).T),
+                                      np.ascontiguousarray(zp if zp.size == 1 else zp[gi * mg:(gi + 1) * mg]))
+                for gi in range(group)]
         elif n.domain == "pyrt" and n.op == "FGemm":
             n.attrs["native"] = _native.PackedSgemm(n.attrs["w"])
     if spin is not None:

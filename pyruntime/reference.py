@@ -68,6 +68,42 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     return requantize(acc, requant_multiplier(a_scale, b_scale, y_scale), int(y_zp), lo, hi, y_zp.dtype)
 
 
+def conv_int(x, x_zero_point, w, w_zero_point=0, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+             group=1) -> np.ndarray:
+    """Exact 2-D convolution of NCHW int8 data in int64: sum (x - x_zp) * (w - w_zp[m]).
+    Padding reads the input zero point (so it contributes nothing); w is [M, C/group, kh, kw]."""
+    x64 = np.asarray(x, np.int64) - np.int64(x_zero_point)
+    w64 = np.asarray(w, np.int64) - np.asarray(w_zero_point, np.int64).reshape(-1, 1, 1, 1)
+    N, C, H, W = x64.shape
+    M, cg, kh, kw = w64.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    pt, pl, pb, pr = pads
+    xp = np.pad(x64, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    OH = (H + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    OW = (W + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    mg = M // group
+    y = np.zeros((N, M, OH, OW), np.int64)
+    for g in range(group):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        for ky in range(kh):
+            for kx in range(kw):
+                patch = xs[:, :, ky * dh: ky * dh + (OH - 1) * sh + 1: sh, kx * dw: kx * dw + (OW - 1) * sw + 1: sw]
+                y[:, g * mg:(g + 1) * mg] += np.einsum("nchw,mc->nmhw", patch, w64[g * mg:(g + 1) * mg, :, ky, kx])
+    return y
+
+
+def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias=None,
+                 **geometry) -> np.ndarray:
+    """QLinearConv with DESIGN.md's requantization (per-channel w_scale allowed)."""
+    y_zp = np.asarray(y_zero_point)
+    lo, hi = dtype_range(y_zp.dtype)
+    acc = conv_int(x, x_zero_point, w, w_zero_point, **geometry)
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
+    m = requant_multiplier(x_scale, w_scale, y_scale).reshape(1, -1, 1, 1)
+    return requantize(acc, m, int(y_zp), lo, hi, y_zp.dtype)
+
+
 def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype) -> np.ndarray:
     """Quantized Add (QLinearAdd, DQ -> Add -> Q), with numpy broadcasting:
     saturate(round_half_even(f32(a - a_zp) * m_a + f32(b - b_zp) * m_b) + y_zp), where

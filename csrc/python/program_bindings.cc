@@ -126,7 +126,7 @@ void bind_program(py::module_& m) {
       .def("add_step",
            [](Program& p, int op, std::vector<int> inputs, std::vector<int> outputs, std::vector<int64_t> ints,
               std::vector<double> floats, std::shared_ptr<PackedWeights> qw, std::shared_ptr<PackedSgemm> fw,
-              std::vector<int32_t> i32, std::vector<float> f32) {
+              std::vector<int32_t> i32, std::vector<float> f32, std::vector<std::shared_ptr<PackedWeights>> qgroups) {
              Step s;
              s.op = op;
              s.inputs = std::move(inputs);
@@ -137,11 +137,13 @@ void bind_program(py::module_& m) {
              s.fweights = std::move(fw);
              s.i32 = std::move(i32);
              s.f32 = std::move(f32);
+             s.qgroups = std::move(qgroups);
              p.add_step(std::move(s));
            },
            py::arg("op"), py::arg("inputs"), py::arg("outputs"), py::arg("ints") = std::vector<int64_t>{},
            py::arg("floats") = std::vector<double>{}, py::arg("qweights") = nullptr, py::arg("fweights") = nullptr,
-           py::arg("i32") = std::vector<int32_t>{}, py::arg("f32") = std::vector<float>{})
+           py::arg("i32") = std::vector<int32_t>{}, py::arg("f32") = std::vector<float>{},
+           py::arg("qgroups") = std::vector<std::shared_ptr<PackedWeights>>{})
       .def("set_arena_bytes", &Program::set_arena_bytes)
       .def("set_io", &Program::set_io)
       .def_property_readonly("arena_bytes", &Program::arena_bytes)

@@ -35,6 +35,7 @@ struct Step {
   std::vector<int64_t> ints;    // op-specific integers
   std::vector<double> floats;   // op-specific reals
   std::shared_ptr<PackedWeights> qweights;
+  std::vector<std::shared_ptr<PackedWeights>> qgroups;  // grouped int8 convolution: one per group
   std::shared_ptr<PackedSgemm> fweights;
   std::vector<int32_t> i32;     // e.g. int32 bias
   std::vector<float> f32;       // e.g. per-channel multipliers, fp32 bias

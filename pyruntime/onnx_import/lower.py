@@ -94,9 +94,11 @@ class Lowering:
             raise ModelError(f"value '{name}' would get a negative dimension {tuple(shape)}")
         self.vals[name] = (np.dtype(dtype), tuple(int(d) for d in shape))
 
-    def emit(self, op: str, inputs, outputs, ints=(), floats=(), qweights=None, fweights=None, i32=(), f32=()):
+    def emit(self, op: str, inputs, outputs, ints=(), floats=(), qweights=None, fweights=None, i32=(), f32=(),
+             qgroups=()):
         self.steps.append(dict(op=OP[op], inputs=list(inputs), outputs=list(outputs), ints=[int(i) for i in ints],
                                floats=[float(f) for f in floats], qweights=qweights, fweights=fweights,
+                               qgroups=list(qgroups),
                                i32=list(np.asarray(i32, np.int32).reshape(-1)) if len(i32) else [],
                                f32=list(np.asarray(f32, np.float32).reshape(-1)) if len(f32) else []))
 
@@ -166,7 +168,7 @@ class Lowering:
         o_ids = [vid(n) for n in out_ids]
         for s in self.steps:
             prog.add_step(s["op"], [vid(i) for i in s["inputs"]], [vid(o) for o in s["outputs"]], s["ints"],
-                          s["floats"], s["qweights"], s["fweights"], s["i32"], s["f32"])
+                          s["floats"], s["qweights"], s["fweights"], s["i32"], s["f32"], s["qgroups"])
         prog.set_arena_bytes(int(arena_bytes))
         prog.set_io(in_ids, o_ids, g_inputs)
         return prog

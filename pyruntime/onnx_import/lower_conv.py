@@ -143,14 +143,13 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         w = at["w"]
         group = int(at.get("group", 1))
         _conv_checks(n, low.shape(x), w.shape, group)
-        if group != 1:
-            raise UnsupportedError(f"{n.label()}: grouped int8 convolution (group {group}) is not supported yet")
         ints, _, out = geometry(n, low.shape(x), w.shape[2:], w.shape[0])
         low.define(n.outputs[0], at["out_dtype"], out)
+        packs = at["native"]  # one PackedWeights per group
         low.emit("conv_q", [x], [n.outputs[0]],
-                     ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"], 0],
-                     qweights=at["native"], i32=at["bias"] if at["bias"] is not None else (),
-                     f32=at["mult"] if at["mult"] is not None else ())
+                 ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"], 0],
+                 qweights=packs[0], qgroups=packs if group > 1 else (),
+                 i32=at["bias"] if at["bias"] is not None else (), f32=at["mult"] if at["mult"] is not None else ())
         return
     if n.op == "ConvInteger":
         ins = (n.inputs + [""] * 4)[:4]
@@ -161,8 +160,6 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         out_dtype = low.dtype(ins[7]) if ins[7] else np.dtype(np.uint8)
     group = int(n.attrs.get("group", 1))
     _conv_checks(n, low.shape(x), low.shape(w), group)
-    if group != 1:
-        raise UnsupportedError(f"{n.label()}: grouped int8 convolution (group {group}) is not supported yet")
     for name in (x, w):
         if low.dtype(name) not in (np.uint8, np.int8):
             raise ModelError(f"{n.label()}: '{name}' has dtype {low.dtype(name)}; expected uint8 or int8")

@@ -330,6 +330,45 @@ def _try_fuse_qdq_gemm(g: Graph, n: Node, prod, uses) -> bool:
     return True
 
 
+_SHAPE_OPS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+def _same_const(g: Graph, a: str, b: str) -> bool:
+    if not a or not b or a not in g.consts or b not in g.consts:
+        return False
+    x, y = g.consts[a], g.consts[b]
+    return x.dtype == y.dtype and x.size == 1 and y.size == 1 and x.reshape(-1)[0] == y.reshape(-1)[0]
+
+
+def drop_qdq_around_shape_ops(g: Graph) -> Graph:
+    """DQ -> Reshape/Flatten/Transpose/Squeeze/Unsqueeze -> Q with the same constant per-tensor
+    scale and zero point (dtype included) runs the shape op on the quantized tensor: Q(DQ(x))
+    is x exactly, and moving bytes commutes with both. The DQ stays for its other consumers."""
+    prod, uses = g.producers(), g.consumers()
+    outputs = g.output_names()
+    for n in g.nodes:
+        if n.domain != "" or n.op not in _SHAPE_OPS or not n.inputs or n.outputs[0] in outputs:
+            continue
+        dq = prod.get(n.inputs[0])
+        users = uses.get(n.outputs[0], [])
+        if dq is None or dq.domain != "" or dq.op != "DequantizeLinear" or len(users) != 1:
+            continue
+        q = users[0]
+        if q.domain != "" or q.op != "QuantizeLinear" or q.inputs[0] != n.outputs[0]:
+            continue
+        dq_ins, q_ins = dq.inputs + [""] * (3 - len(dq.inputs)), q.inputs + [""] * (3 - len(q.inputs))
+        if not (_same_const(g, dq_ins[1], q_ins[1]) and _same_const(g, dq_ins[2], q_ins[2])) \
+                or g.consts[q_ins[1]].dtype != np.float32 or g.consts[q_ins[2]].dtype not in (np.uint8, np.int8) \
+                or int(dq.attrs.get("block_size", 0)) or int(q.attrs.get("block_size", 0)):
+            continue
+        n.inputs = [dq.inputs[0]] + n.inputs[1:]
+        n.outputs = [q.outputs[0]] + n.outputs[1:]
+        n.fusions = n.fusions + ["DequantizeLinear", "QuantizeLinear"]
+        q.outputs = [f"{q.outputs[0]}__dropped"]  # dead now: remove_dead takes it and, if unused, the DQ
+        prod, uses = g.producers(), g.consumers()
+    return remove_dead(g)
+
+
 def fuse_qoperator(g: Graph) -> Graph:
     """QLinearMatMul, MatMulInteger and com.microsoft QGemm with constant weights and
     quantization parameters into pyrt.QGemm; otherwise they keep their general kernels."""
@@ -477,6 +516,7 @@ def _try_fuse_float(g: Graph, n: Node, uses) -> bool:
 
 
 def run_all(g: Graph) -> Graph:
-    for p in (fold_constants, fold_batchnorm, fuse_qoperator, fuse_qdq, fuse_float_gemm, remove_dead):
+    for p in (fold_constants, fold_batchnorm, drop_qdq_around_shape_ops, fuse_qoperator, fuse_qdq, fuse_float_gemm,
+              remove_dead):
         g = p(g)
     return g

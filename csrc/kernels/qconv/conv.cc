@@ -108,7 +108,7 @@ int32_t int_at(const void* p, DType t, int64_t i) {
 // The general path: weights, zero points or scales are runtime tensors. Builds what the
 // constant path gets at load (packed weights, multipliers, bias), for this call only.
 struct RuntimeQConv {
-  std::shared_ptr<PackedWeights> w;
+  std::vector<std::shared_ptr<PackedWeights>> w;  // one per group
   std::vector<float> mult;
   std::vector<int32_t> bias;
   int32_t a_zp = 0, out_zp = 0, lo = 0, hi = 0;
@@ -120,12 +120,9 @@ RuntimeQConv runtime_qconv(const Step& s, const StepIO& io, const ConvGeometry& 
   const int mode = int(s.ints[21]);
   const size_t iw = mode == 1 ? 1 : 3, ixz = mode == 1 ? 2 : 2, iwz = mode == 1 ? 3 : 5;
   const auto present = [&](size_t i) { return io.in.size() > i && io.in[i] != nullptr; };
-  const int64_t K = g.C * g.kh * g.kw, M = g.M;
+  const int64_t K = (g.C / g.group) * g.kh * g.kw, M = g.M, mg = M / g.group;
   const DType wt = io.in_v[iw]->dtype;
-  std::vector<uint8_t> wkm(size_t(K) * M);  // K x M, transposed from [M, K]
   const uint8_t* w = static_cast<const uint8_t*>(io.in[iw]);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) wkm[k * M + m] = w[m * K + k];
   std::vector<int32_t> wzp(1, 0);
   if (present(iwz)) {
     const int64_t n = io.in_v[iwz]->elements();
@@ -133,7 +130,14 @@ RuntimeQConv runtime_qconv(const Step& s, const StepIO& io, const ConvGeometry& 
     for (int64_t i = 0; i < n; ++i) wzp[i] = int_at(io.in[iwz], io.in_v[iwz]->dtype, i);
   }
   RuntimeQConv r;
-  r.w = std::make_shared<PackedWeights>(wkm.data(), wt == DType::u8, int(K), int(M), M, wzp.data(), int(wzp.size()));
+  std::vector<uint8_t> wkm(size_t(K) * mg);  // K x M/g, transposed from [M/g, K]
+  for (int64_t gi = 0; gi < g.group; ++gi) {
+    for (int64_t m = 0; m < mg; ++m)
+      for (int64_t k = 0; k < K; ++k) wkm[k * mg + m] = w[(gi * mg + m) * K + k];
+    const int32_t* zp = wzp.size() == 1 ? wzp.data() : wzp.data() + gi * mg;
+    r.w.push_back(std::make_shared<PackedWeights>(wkm.data(), wt == DType::u8, int(K), int(mg), mg, zp,
+                                                  wzp.size() == 1 ? 1 : int(mg)));
+  }
   r.a_zp = present(ixz) ? int_at(io.in[ixz], io.in_v[ixz]->dtype, 0) : 0;
   if (mode == 1) return r;
   const float sx = *static_cast<const float*>(io.in[1]);
@@ -163,10 +167,10 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   // 1, 2: runtime operands, see runtime_qconv).
   const ConvGeometry g = ConvGeometry::from(s.ints);
   const int64_t cg = g.C / g.group, mg = g.M / g.group, pixels = g.OH * g.OW, kcols = cg * g.kh * g.kw;
-  if (g.group != 1) throw UnsupportedError("grouped int8 convolution is not supported yet");
   RuntimeQConv rt;
   if (s.ints[21] != 0) rt = runtime_qconv(s, io, g);
   const bool general = s.ints[21] != 0;
+  const auto& groups = general ? rt.w : s.qgroups;
   const int32_t a_zp = general ? rt.a_zp : int32_t(s.ints[16]);
   const OutKind kind = general ? rt.kind : OutKind(s.ints[17]);
   const size_t out_size = kind == OutKind::i32 || kind == OutKind::f32 ? 4 : 1;
@@ -187,23 +191,27 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   args.hi = general ? rt.hi : int32_t(s.ints[20]);
   const std::vector<int32_t>& bias = general ? rt.bias : s.i32;
   const std::vector<float>& mult = general ? rt.mult : s.f32;
-  args.bias = bias.empty() ? nullptr : bias.data();
-  args.multiplier = mult.empty() ? nullptr : mult.data();
-  args.n_multiplier = int(mult.size());
-  const PackedWeights& weights = general ? *rt.w : *s.qweights;
+  const bool mult_per_channel = int64_t(mult.size()) == g.M;
   args.c = tile;
   args.ldc = mg;
   args.threads = ctx.threads;
   args.isa = ctx.isa;
   for (int64_t n = 0; n < g.N; ++n) {
     const uint8_t* xi = x + n * g.C * g.H * g.W;
-    im2col<uint8_t>(xi, g, 0, cg, uint8_t(a_zp), col);
-    qgemm(weights, args);
     uint8_t* yi = y + n * g.M * pixels * out_size;
-    if (out_size == 1)
-      scatter_channels<uint8_t>(tile, pixels, mg, yi, 0);
-    else
-      scatter_channels<uint32_t>(reinterpret_cast<uint32_t*>(tile), pixels, mg, reinterpret_cast<uint32_t*>(yi), 0);
+    for (int64_t gi = 0; gi < g.group; ++gi) {
+      // Group gi: its input channels, its weights, its slice of bias and multipliers.
+      im2col<uint8_t>(xi, g, gi * cg, cg, uint8_t(a_zp), col);
+      args.bias = bias.empty() ? nullptr : bias.data() + gi * mg;
+      args.multiplier = mult.empty() ? nullptr : mult.data() + (mult_per_channel ? gi * mg : 0);
+      args.n_multiplier = mult.empty() ? 0 : (mult_per_channel ? int(mg) : 1);
+      qgemm(groups.empty() ? *s.qweights : *groups[gi], args);
+      if (out_size == 1)
+        scatter_channels<uint8_t>(tile, pixels, mg, yi, gi * mg);
+      else
+        scatter_channels<uint32_t>(reinterpret_cast<uint32_t*>(tile), pixels, mg, reinterpret_cast<uint32_t*>(yi),
+                                   gi * mg);
+    }
   }
 }
 
