@@ -360,6 +360,42 @@ def test_fuse_qdq_leaves_what_it_cannot_fuse(case):
 
 
 # ---------------------------------------------------------------------------------------
+# drop_qdq_around_shape_ops
+
+
+@pytest.mark.parametrize("same_params", [True, False])
+def test_drop_qdq_around_shape_ops(same_params):
+    rng = np.random.default_rng(11)
+    W = rng.integers(-127, 128, (12, 4)).astype(np.int8)
+    inits = [init("s", np.float32(0.05)), init("zp", np.uint8(128)),
+             init("s2", np.float32(0.05 if same_params else 0.1)),
+             init("W", W), init("w_s", S_W), init("y_s", S_Y), init("y_zp", np.uint8(128))]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xf"]),
+             helper.make_node("Flatten", ["xf"], ["flat"]),
+             helper.make_node("QuantizeLinear", ["flat", "s2", "zp"], ["fq"]),
+             helper.make_node("DequantizeLinear", ["fq", "s2", "zp"], ["ff"]),
+             helper.make_node("DequantizeLinear", ["W", "w_s"], ["Wf"]),
+             helper.make_node("MatMul", ["ff", "Wf"], ["mm"]),
+             helper.make_node("QuantizeLinear", ["mm", "y_s", "y_zp"], ["y"]),
+             helper.make_node("Transpose", ["xf"], ["t"], perm=[0, 2, 1]),  # the DQ has a second consumer
+             helper.make_node("QuantizeLinear", ["t", "s", "zp"], ["tq"])]
+    m = make_model(nodes, [vi("x", U8, [2, 3, 4])], [vi("y", U8, [2, 4]), vi("tq", U8, [2, 4, 3])], inits,
+                   opset=QDQ_OPSET)
+    g = passes.drop_qdq_around_shape_ops(to_graph(m))
+    if same_params:
+        assert ops(g) == [("", "Flatten"), ("", "DequantizeLinear"), ("", "DequantizeLinear"), ("", "MatMul"),
+                          ("", "QuantizeLinear"), ("", "Transpose")]
+        flat, tr = node(g, "Flatten"), node(g, "Transpose")
+        assert flat.inputs == ["x"] and flat.outputs == ["fq"] and tr.inputs == ["x"] and tr.outputs == ["tq"]
+        assert flat.fusions == ["DequantizeLinear", "QuantizeLinear"]
+        assert ops(passes.run_all(to_graph(m))) == [("", "Flatten"), ("pyrt", "QGemm"), ("", "Transpose")]
+    else:  # the Flatten keeps its DQ/Q (different scales); the Transpose still loses them
+        assert ("", "Flatten") in ops(g) and node(g, "Flatten").inputs == ["xf"]
+        assert node(g, "Transpose").inputs == ["x"]
+    check_outputs(m, int_steps=1)
+
+
+# ---------------------------------------------------------------------------------------
 # fuse_qoperator
 
 
