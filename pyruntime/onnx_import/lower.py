@@ -61,6 +61,24 @@ def plan_time_inputs(g: Graph) -> list[str]:
     return [i.name for i in g.inputs if i.name in needed]
 
 
+def plan_evaluated_nodes(g: Graph) -> set[int]:
+    """ids of the nodes every plan computes itself (onnx's reference evaluator, at plan time)
+    rather than running natively: default-domain nodes whose inputs are all constants, Shape
+    outputs, plan_time_inputs or outputs of such nodes (Shape -> Gather -> Concat -> Reshape
+    chains). Their op need not be one the executor runs."""
+    known = set(g.consts) | set(plan_time_inputs(g))
+    done: set[int] = set()
+    for n in g.nodes:
+        ins = [i for i in n.inputs if i]
+        if n.domain != "":
+            continue
+        if n.op == "Shape" or (n.op not in _RUNTIME_ONLY and ins and all(i in known for i in ins)):
+            known.update(o for o in n.outputs if o)
+            if n.op != "Shape":
+                done.add(id(n))
+    return done
+
+
 class Lowering:
     def __init__(self, g: Graph, input_shapes: list[tuple], input_values: dict | None = None):
         """input_values: the values of plan_time_inputs(g) for this plan (their arrays are
