@@ -93,4 +93,4 @@ def lower_pyrt_qadd(low: Lowering, n: Node) -> None:
     low.emit("qadd", [a, b], [n.outputs[0]], ints, [m_a, m_b])
 
 
-LOWER[("pyrt", "QAdd")] = lower_pyrt_qadd
+LOWER[("pyrt", "QAdd")] = lower_pyrt_qadd  # lower_conv wraps it to keep NHWC operands

@@ -7,6 +7,7 @@ arena offsets from their lifetimes, so a call allocates nothing but its outputs.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -87,6 +88,10 @@ class Lowering:
         self.consts: dict[str, np.ndarray] = dict(g.consts)
         self.vals: dict[str, tuple[np.dtype, tuple]] = {}
         self.steps: list[dict] = []
+        # Values stored channels-last (NHWC) while their logical shape stays NCHW: the
+        # layout-aware lowerings (LAYOUT_AWARE) keep activations there between convs.
+        self.nhwc: set[str] = set()
+        self._nchw_copies: dict[str, str] = {}
         for info, shape in zip(g.inputs, input_shapes):
             self.vals[info.name] = (info.dtype, tuple(shape))
         for name, v in (input_values or {}).items():
@@ -120,6 +125,23 @@ class Lowering:
                                i32=list(np.asarray(i32, np.int32).reshape(-1)) if len(i32) else [],
                                f32=list(np.asarray(f32, np.float32).reshape(-1)) if len(f32) else []))
 
+    def nchw(self, name: str) -> str:
+        """`name` in NCHW memory order: itself, or (once) a transposed copy of an NHWC value."""
+        if name not in self.nhwc:
+            return name
+        if name not in self._nchw_copies:
+            n_, c_, h_, w_ = self.shape(name)
+            copy = f"{name}__nchw"
+            self.define(copy, self.dtype(name), (n_, c_, h_, w_))
+            self.emit("transpose", [name], [copy], [4, n_, h_, w_, c_, 0, 3, 1, 2])
+            self._nchw_copies[name] = copy
+        return self._nchw_copies[name]
+
+    def with_nchw_inputs(self, n: Node) -> Node:
+        if not any(i in self.nhwc for i in n.inputs):
+            return n
+        return replace(n, inputs=[self.nchw(i) if i else i for i in n.inputs])
+
     # -- driving
     def run(self) -> None:
         for n in self.g.nodes:
@@ -136,7 +158,7 @@ class Lowering:
                 raise UnsupportedError(f"{n.label()} runs only with constant weights and quantization "
                                        "parameters (they are runtime tensors here)")
             try:
-                fn(self, n)
+                fn(self, n if (n.domain, n.op) in LAYOUT_AWARE else self.with_nchw_inputs(n))
             except (InputError, UnsupportedError, ModelError):
                 raise
             except (ValueError, IndexError, KeyError, TypeError) as exc:
@@ -146,9 +168,10 @@ class Lowering:
         prog = _native.Program()
         ids: dict[str, int] = {}
         g_inputs = [i.name for i in self.g.inputs]
-        # Outputs that are constants or graph inputs need a step that writes them.
+        # Outputs leave in NCHW order; outputs that are constants or graph inputs need a
+        # step that writes them.
         out_ids = []
-        for pos, name in enumerate(output_names):
+        for pos, name in enumerate(self.nchw(o) for o in output_names):
             src = name
             if name in self.consts or name in g_inputs or name in output_names[:pos]:
                 alias = f"{name}__out{pos}"
@@ -797,6 +820,10 @@ def lower_dynamic_quantize(low: Lowering, n: Node) -> None:
     low.define(ys, np.float32, ())
     low.define(yzp, np.uint8, ())
     low.emit("dynq", [n.inputs[0]], [y, ys, yzp])
+
+
+# (domain, op) whose lowering reads NHWC inputs itself; every other op sees NCHW copies.
+LAYOUT_AWARE: set = set()
 
 
 def _fused_only(low: Lowering, n: Node) -> None:

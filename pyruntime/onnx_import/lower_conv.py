@@ -14,7 +14,8 @@ import numpy as np
 from .. import _native
 from ..errors import ModelError, UnsupportedError
 from .graph import Node
-from .lower import LOWER, OP, OUT_KIND, Lowering, _prod
+from . import fuse_qadd  # noqa: F401 (registers pyrt.QAdd, wrapped below)
+from .lower import LAYOUT_AWARE, LOWER, OP, OUT_KIND, Lowering, _prod
 
 OP.update(conv_f32=17, conv_q=18, max_pool=19, avg_pool=20, pool_nd=21)  # csrc/runtime/ops.h
 
@@ -122,17 +123,35 @@ def lower_conv(low: Lowering, n: Node) -> None:
     group = int(n.attrs.get("group", 1))
     _conv_checks(n, xs, ws, group)
     ints, _, out = geometry(n, xs, ws[2:], ws[0])
-    low.define(n.outputs[0], np.float32, out)
     at = n.attrs
+    clamp = [at.get("lo", -np.inf), at.get("hi", np.inf)]
+    out_nhwc = len(out) == 4
+    low.define(n.outputs[0], np.float32, out)
     if low.is_const(w) and group == 1 and (not b or low.is_const(b)):
-        packed = at.get("_packed")
-        if packed is None:
-            packed = at["_packed"] = _native.PackedSgemm(np.ascontiguousarray(low.consts[w].reshape(ws[0], -1).T))
+        in_nhwc = x in low.nhwc
+        key = "_packed_nhwc" if in_nhwc else "_packed"
+        if key not in at:  # K in the order the im2col of that layout writes: (ky, kx, c) or (c, ky, kx)
+            wk = low.consts[w].transpose(0, 2, 3, 1) if in_nhwc else low.consts[w]
+            at[key] = _native.PackedSgemm(np.ascontiguousarray(wk.reshape(ws[0], -1).T))
         bias = low.consts[b].astype(np.float32) if b else ()
-        low.emit("conv_f32", [x], [n.outputs[0]], ints + [group], [at.get("lo", -np.inf), at.get("hi", np.inf)],
-                     fweights=packed, f32=bias)
-    else:
-        low.emit("conv_f32", [x, w, b], [n.outputs[0]], ints + [group], [at.get("lo", -np.inf), at.get("hi", np.inf)])
+        low.emit("conv_f32", [x], [n.outputs[0]], ints + [group, int(in_nhwc), int(out_nhwc)], clamp,
+                 fweights=at[key], f32=bias)
+    else:  # runtime or grouped weights are packed per call, in NCHW order
+        low.emit("conv_f32", [low.nchw(x), w, b], [n.outputs[0]], ints + [group, 0, int(out_nhwc)], clamp)
+    if out_nhwc:
+        low.nhwc.add(n.outputs[0])
+
+
+def _nhwc_packs(at: dict, group: int) -> list:
+    """Per-group weights with K in (ky, kx, c) order, for NHWC inputs; packed on first use."""
+    if "native_nhwc" not in at:
+        w, zp = at["w"], at["w_zp"]
+        mg = w.shape[0] // group
+        at["native_nhwc"] = [
+            _native.PackedWeights(np.ascontiguousarray(w[g * mg:(g + 1) * mg].transpose(0, 2, 3, 1).reshape(mg, -1).T),
+                                  np.ascontiguousarray(zp if zp.size == 1 else zp[g * mg:(g + 1) * mg]))
+            for g in range(group)]
+    return at["native_nhwc"]
 
 
 def lower_qconv(low: Lowering, n: Node) -> None:
@@ -145,11 +164,15 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         _conv_checks(n, low.shape(x), w.shape, group)
         ints, _, out = geometry(n, low.shape(x), w.shape[2:], w.shape[0])
         low.define(n.outputs[0], at["out_dtype"], out)
-        packs = at["native"]  # one PackedWeights per group
+        in_nhwc, out_nhwc = x in low.nhwc, len(out) == 4
+        packs = _nhwc_packs(at, group) if in_nhwc else at["native"]  # one PackedWeights per group
         low.emit("conv_q", [x], [n.outputs[0]],
-                 ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"], 0],
+                 ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"], 0,
+                         int(in_nhwc), int(out_nhwc)],
                  qweights=packs[0], qgroups=packs if group > 1 else (),
                  i32=at["bias"] if at["bias"] is not None else (), f32=at["mult"] if at["mult"] is not None else ())
+        if out_nhwc:
+            low.nhwc.add(n.outputs[0])
         return
     if n.op == "ConvInteger":
         ins = (n.inputs + [""] * 4)[:4]
@@ -165,7 +188,8 @@ def lower_qconv(low: Lowering, n: Node) -> None:
             raise ModelError(f"{n.label()}: '{name}' has dtype {low.dtype(name)}; expected uint8 or int8")
     ints, _, out = geometry(n, low.shape(x), low.shape(w)[2:], low.shape(w)[0])
     low.define(n.outputs[0], out_dtype, out)
-    low.emit("conv_q", ins, [n.outputs[0]], ints + [group, 0, 0, 0, 0, 0, mode])
+    low.emit("conv_q", [low.nchw(i) if i == x else i for i in ins], [n.outputs[0]],
+             ints + [group, 0, 0, 0, 0, 0, mode, 0, 0])
 
 
 def _pool_kernel(n: Node):
@@ -180,10 +204,13 @@ def lower_max_pool(low: Lowering, n: Node) -> None:
         raise UnsupportedError(f"{n.label()}: MaxPool on {low.dtype(x)}")
     xs = low.shape(x)
     if len(xs) not in (3, 4) or len([o for o in n.outputs if o]) > 1:
-        return _pool_nd(low, n, avg=False)
+        return _pool_nd(low, low.with_nchw_inputs(n), avg=False)
     ints, _, out = geometry(n, xs, _pool_kernel(n), xs[1], bool(n.attrs.get("ceil_mode", 0)))
     low.define(n.outputs[0], low.dtype(x), out)
-    low.emit("max_pool", [x], [n.outputs[0]], ints + [1])
+    nhwc = x in low.nhwc
+    low.emit("max_pool", [x], [n.outputs[0]], ints + [1, int(nhwc)])
+    if nhwc:
+        low.nhwc.add(n.outputs[0])
 
 
 def lower_avg_pool(low: Lowering, n: Node) -> None:
@@ -212,6 +239,38 @@ def lower_global_pool(low: Lowering, n: Node) -> None:
     low.define(n.outputs[0], low.dtype(x), out)
     low.emit("max_pool", [x], [n.outputs[0]], ints + [1])
 
+
+def _keeps_layout(fn, same_layout):
+    """Wraps an element-wise lowering: when `same_layout(low, n)` holds, the op reads its
+    NHWC inputs as they are (element order does not matter to it) and its output stays NHWC."""
+    def lower(low: Lowering, n: Node) -> None:
+        if n.inputs and n.inputs[0] in low.nhwc and same_layout(low, n):
+            fn(low, n)
+            low.nhwc.update(o for o in n.outputs[:1] if o)
+        else:
+            fn(low, low.with_nchw_inputs(n))
+    return lower
+
+
+def _scalar_or_same(low: Lowering, n: Node) -> bool:
+    a, b = n.inputs[:2]
+    if b in low.nhwc:
+        return low.shape(a) == low.shape(b)
+    return low.is_const(b) and low.consts[b].size == 1
+
+
+def _per_tensor(low: Lowering, n: Node) -> bool:
+    return len(n.inputs) > 1 and _prod(low.shape(n.inputs[1])) == 1
+
+
+for _key, _test in ((("", "Relu"), lambda low, n: True), (("", "Clip"), lambda low, n: True),
+                    (("", "Sigmoid"), lambda low, n: True), (("", "Tanh"), lambda low, n: True),
+                    (("", "Add"), _scalar_or_same), (("", "Sub"), _scalar_or_same), (("", "Mul"), _scalar_or_same),
+                    (("", "Div"), _scalar_or_same), (("", "QuantizeLinear"), _per_tensor),
+                    (("", "DequantizeLinear"), _per_tensor), (("pyrt", "QAdd"), _scalar_or_same)):
+    LOWER[_key] = _keeps_layout(LOWER[_key], _test)
+    LAYOUT_AWARE.add(_key)
+LAYOUT_AWARE.update({("", "Conv"), ("pyrt", "QConv"), ("", "MaxPool")})
 
 LOWER.update({
     ("", "Conv"): lower_conv, ("", "ConvInteger"): lower_qconv, ("", "QLinearConv"): lower_qconv,

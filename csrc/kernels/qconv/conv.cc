@@ -47,6 +47,25 @@ void im2col(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T*
     }
 }
 
+// NHWC input: a row holds, per (ky, kx), the group's cg contiguous channels.
+template <typename T>
+void im2col_nhwc(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T* col) {
+  for (int64_t oy = 0; oy < g.OH; ++oy)
+    for (int64_t ox = 0; ox < g.OW; ++ox) {
+      T* row = col + (oy * g.OW + ox) * cg * g.kh * g.kw;
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+        for (int64_t kx = 0; kx < g.kw; ++kx, row += cg) {
+          const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W)
+            std::memcpy(row, x + (iy * g.W + ix) * g.C + c0, size_t(cg) * sizeof(T));
+          else
+            std::fill(row, row + cg, pad);
+        }
+      }
+    }
+}
+
 // [pixels x mg] -> channel-major y[m0 + m][pixel].
 template <typename T>
 void scatter_channels(const T* tile, int64_t pixels, int64_t mg, T* y_image, int64_t m0) {
@@ -89,18 +108,26 @@ void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx) {
       bias = runtime_bias.data();
     }
   }
+  const bool in_nhwc = s.ints.size() > 17 && s.ints[16], out_nhwc = s.ints.size() > 17 && s.ints[17];
   float* col = scratch_of<float>(0, size_t(pixels) * kcols);
   float* tile = scratch_of<float>(1, size_t(pixels) * mg);
   for (int64_t n = 0; n < g.N; ++n) {
     const float* xi = x + n * g.C * g.H * g.W;
     float* yi = y + n * g.M * pixels;
     for (int64_t gi = 0; gi < g.group; ++gi) {
-      im2col<float>(xi, g, gi * cg, cg, 0.0f, col);
-      const PackedSgemm& w = s.fweights ? *s.fweights : *runtime_packs[gi];
-      const PackedSgemm* wp = s.fweights ? &w : runtime_packs[gi].get();
+      if (in_nhwc)
+        im2col_nhwc<float>(xi, g, gi * cg, cg, 0.0f, col);
+      else
+        im2col<float>(xi, g, gi * cg, cg, 0.0f, col);
       if (s.fweights && g.group > 1) throw UnsupportedError("grouped fp32 conv needs per-group packing");
-      sgemm(col, kcols, int(pixels), *wp, bias ? bias + gi * mg : nullptr, lo, hi, tile, mg, ctx.threads, ctx.isa);
-      scatter_channels<float>(tile, pixels, mg, yi, gi * mg);
+      const PackedSgemm* wp = s.fweights ? s.fweights.get() : runtime_packs[gi].get();
+      const float* b = bias ? bias + gi * mg : nullptr;
+      if (out_nhwc) {  // the GEMM writes straight into its channels of the NHWC output
+        sgemm(col, kcols, int(pixels), *wp, b, lo, hi, yi + gi * mg, g.M, ctx.threads, ctx.isa);
+      } else {
+        sgemm(col, kcols, int(pixels), *wp, b, lo, hi, tile, mg, ctx.threads, ctx.isa);
+        scatter_channels<float>(tile, pixels, mg, yi, gi * mg);
+      }
     }
   }
 }
@@ -206,16 +233,25 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   args.ldc = mg;
   args.threads = ctx.threads;
   args.isa = ctx.isa;
+  const bool in_nhwc = s.ints.size() > 23 && s.ints[22], out_nhwc = s.ints.size() > 23 && s.ints[23];
   for (int64_t n = 0; n < g.N; ++n) {
     const uint8_t* xi = x + n * g.C * g.H * g.W;
     uint8_t* yi = y + n * g.M * pixels * out_size;
     for (int64_t gi = 0; gi < g.group; ++gi) {
       // Group gi: its input channels, its weights, its slice of bias and multipliers.
-      im2col<uint8_t>(xi, g, gi * cg, cg, uint8_t(a_zp), col);
+      if (in_nhwc)
+        im2col_nhwc<uint8_t>(xi, g, gi * cg, cg, uint8_t(a_zp), col);
+      else
+        im2col<uint8_t>(xi, g, gi * cg, cg, uint8_t(a_zp), col);
       args.bias = bias.empty() ? nullptr : bias.data() + gi * mg;
       args.multiplier = mult.empty() ? nullptr : mult.data() + (mult_per_channel ? gi * mg : 0);
       args.n_multiplier = mult.empty() ? 0 : (mult_per_channel ? int(mg) : 1);
+      if (out_nhwc) {  // straight into this group's channels of the NHWC output
+        args.c = yi + gi * mg * out_size;
+        args.ldc = g.M;
+      }
       qgemm(groups.empty() ? *s.qweights : *groups[gi], args);
+      if (out_nhwc) continue;
       if (out_size == 1)
         scatter_channels<uint8_t>(tile, pixels, mg, yi, gi * mg);
       else
@@ -269,7 +305,50 @@ void max_pool_typed(const Step& s, const StepIO& io) {
 
 }  // namespace
 
+namespace {
+
+// NHWC: every window position is a run of C channels, so the max is a vector loop.
+template <typename T>
+void max_pool_nhwc(const Step& s, const StepIO& io) {
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  const T* x = static_cast<const T*>(io.in[0]);
+  T* y = static_cast<T*>(io.out[0]);
+  const int64_t C = g.C;
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oy = 0; oy < g.OH; ++oy)
+      for (int64_t ox = 0; ox < g.OW; ++ox) {
+        T* out = y + ((n * g.OH + oy) * g.OW + ox) * C;
+        bool first = true;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+          if (iy < 0 || iy >= g.H) continue;
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+            if (ix < 0 || ix >= g.W) continue;
+            const T* in = x + ((n * g.H + iy) * g.W + ix) * C;
+            if (first) {
+              std::memcpy(out, in, size_t(C) * sizeof(T));
+              first = false;
+            } else {
+              for (int64_t c = 0; c < C; ++c) out[c] = (in[c] > out[c] || in[c] != in[c]) ? in[c] : out[c];
+            }
+          }
+        }
+        if (first) std::fill(out, out + C, std::numeric_limits<T>::lowest());
+      }
+}
+
+}  // namespace
+
 void max_pool_op(const Step& s, const StepIO& io) {
+  if (s.ints.size() > 16 && s.ints[16]) {
+    switch (io.in_v[0]->dtype) {
+      case DType::f32: return max_pool_nhwc<float>(s, io);
+      case DType::u8: return max_pool_nhwc<uint8_t>(s, io);
+      case DType::s8: return max_pool_nhwc<int8_t>(s, io);
+      default: throw UnsupportedError("MaxPool on this dtype");
+    }
+  }
   switch (io.in_v[0]->dtype) {
     case DType::f32: return max_pool_typed<float>(s, io);
     case DType::u8: return max_pool_typed<uint8_t>(s, io);
