@@ -164,8 +164,23 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
   const int panels_per_b_block = std::max<int>(1, int(kBBlockBytes / std::max<size_t>(pb.panel_bytes, 1)));
   const size_t tile_bytes = kern.a_tile_bytes(pb);
 
+  // Few columns: each A row is used by at most two panels, so reading it in place beats
+  // packing it.
+  const bool in_place = kern.tile_inplace != nullptr && panels <= 2;
   parallel_run(threads, [&](int tid) {
     const int t0 = int(int64_t(tasks) * tid / threads), t1 = int(int64_t(tasks) * (tid + 1) / threads);
+    if (in_place) {
+      for (int t = t0; t < t1; ++t) {
+        const int mb = t / n_chunks, nc = t % n_chunks;
+        const int m_begin = mb * rows_per_block, m_end = std::min(M, m_begin + rows_per_block);
+        const int p_begin = int(int64_t(panels) * nc / n_chunks), p_end = int(int64_t(panels) * (nc + 1) / n_chunks);
+        for (int m0 = m_begin; m0 < m_end; m0 += mr)
+          for (int p = p_begin; p < p_end; ++p)
+            kern.tile_inplace(a + m0 * args.lda, args.lda, args.a_signed, K, pb, p, std::min(mr, m_end - m0),
+                              std::min(pb.nr, N - p * pb.nr), m0, p * pb.nr, ep);
+      }
+      return;
+    }
     uint8_t* a_packed = scratch(kPackedA, tile_bytes * (rows_per_block / mr));
     for (int t = t0; t < t1; ++t) {
       const int mb = t / n_chunks, nc = t % n_chunks;

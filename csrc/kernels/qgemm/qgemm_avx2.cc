@@ -134,9 +134,32 @@ PYRT_AVX2 void store_row(__m256i acc0, __m256i acc1, int m, int n0, int cols, co
   }
 }
 
-template <int R, int Variant>
-PYRT_AVX2 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel, int cols, int m0,
-                         int n0, const Epilogue& ep) {
+// Where A comes from: a packed tile, or the rows themselves (for GEMMs with so few
+// columns that packing A would cost more than it saves).
+struct PackedA {
+  const uint8_t* tile;
+  PYRT_AVX2 int32_t operator()(int s, int r) const { return load_u32(tile + (s * kMr + r) * 4); }
+};
+
+PYRT_AVX2 inline int32_t a_step(const uint8_t* a, int K, int s, uint32_t flip, int variant);
+
+template <int Variant>
+struct RowsA {
+  const uint8_t* a;
+  ptrdiff_t lda;
+  int K, full;
+  uint32_t flip;
+  PYRT_AVX2 int32_t operator()(int s, int r) const {
+    const uint8_t* row = a + r * lda;
+    if (s >= full) return a_step(row, K, s, flip, Variant);
+    if (Variant == kMaddQuads) return int32_t(uint32_t(load_u32(row + 4 * s)) ^ flip);
+    return int32_t((uint32_t(row[2 * s]) | (uint32_t(row[2 * s + 1]) << 16)) ^ (flip & 0x00800080u));
+  }
+};
+
+template <int R, int Variant, typename ASource>
+PYRT_AVX2 void tile_rows(const ASource& a_src, const PackedPanels& b, int panel, int cols, int m0, int n0,
+                         const Epilogue& ep) {
   __m256i acc[R][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
@@ -152,7 +175,7 @@ PYRT_AVX2 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel
     }
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const __m256i a = _mm256_set1_epi32(load_u32(a_tile + (s * kMr + r) * 4));
+      const __m256i a = _mm256_set1_epi32(a_src(s, r));
       if (Variant == kMaddQuads) {
         acc[r][0] = dot_quads(acc[r][0], a, b0);
         acc[r][1] = dot_quads(acc[r][1], a, b1);
@@ -166,25 +189,34 @@ PYRT_AVX2 void tile_rows(const uint8_t* a_tile, const PackedPanels& b, int panel
   for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], m0 + r, n0, cols, ep);
 }
 
-template <int Variant>
-void tile_variant(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0,
-                  int n0, const Epilogue& ep) {
+template <int Variant, typename ASource>
+void tile_variant(const ASource& a_src, const PackedPanels& b, int panel, int rows, int cols, int m0, int n0,
+                  const Epilogue& ep) {
   switch (rows) {
-    case 1: return tile_rows<1, Variant>(a_tile, b, panel, cols, m0, n0, ep);
-    case 2: return tile_rows<2, Variant>(a_tile, b, panel, cols, m0, n0, ep);
-    case 3: return tile_rows<3, Variant>(a_tile, b, panel, cols, m0, n0, ep);
-    case 4: return tile_rows<4, Variant>(a_tile, b, panel, cols, m0, n0, ep);
-    case 5: return tile_rows<5, Variant>(a_tile, b, panel, cols, m0, n0, ep);
-    default: return tile_rows<6, Variant>(a_tile, b, panel, cols, m0, n0, ep);
+    case 1: return tile_rows<1, Variant>(a_src, b, panel, cols, m0, n0, ep);
+    case 2: return tile_rows<2, Variant>(a_src, b, panel, cols, m0, n0, ep);
+    case 3: return tile_rows<3, Variant>(a_src, b, panel, cols, m0, n0, ep);
+    case 4: return tile_rows<4, Variant>(a_src, b, panel, cols, m0, n0, ep);
+    case 5: return tile_rows<5, Variant>(a_src, b, panel, cols, m0, n0, ep);
+    default: return tile_rows<6, Variant>(a_src, b, panel, cols, m0, n0, ep);
   }
 }
 
 void tile(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0, int n0,
           const Epilogue& ep) {
   if (b.variant == kMaddQuads)
-    tile_variant<kMaddQuads>(a_tile, b, panel, rows, cols, m0, n0, ep);
+    tile_variant<kMaddQuads>(PackedA{a_tile}, b, panel, rows, cols, m0, n0, ep);
   else
-    tile_variant<kWidePairs>(a_tile, b, panel, rows, cols, m0, n0, ep);
+    tile_variant<kWidePairs>(PackedA{a_tile}, b, panel, rows, cols, m0, n0, ep);
+}
+
+void tile_inplace(const uint8_t* a, ptrdiff_t lda, bool a_signed, int K, const PackedPanels& b, int panel, int rows,
+                  int cols, int m0, int n0, const Epilogue& ep) {
+  const uint32_t flip = a_signed ? 0x80808080u : 0u;
+  if (b.variant == kMaddQuads)
+    tile_variant<kMaddQuads>(RowsA<kMaddQuads>{a, lda, K, K / 4, flip}, b, panel, rows, cols, m0, n0, ep);
+  else
+    tile_variant<kWidePairs>(RowsA<kWidePairs>{a, lda, K, K / 2, flip}, b, panel, rows, cols, m0, n0, ep);
 }
 
 // The A broadcast for step s of a row read in place; bytes past K read as zero, which
@@ -260,6 +292,6 @@ void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, 
 
 }  // namespace
 
-QgemmKernels qgemm_kernels_avx2() { return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv}; }
+QgemmKernels qgemm_kernels_avx2() { return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv, tile_inplace}; }
 
 }  // namespace pyrt

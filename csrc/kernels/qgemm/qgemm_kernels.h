@@ -42,6 +42,10 @@ struct QgemmKernels {
   // One row of A read in place (no packing) against panels [p0, p1).
   void (*gemv)(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
                const Epilogue& ep) = nullptr;
+  // Optional: one micro-tile reading `rows` rows of A in place (stride lda), for GEMMs with
+  // too few columns to repay packing A. Null where the ISA has none.
+  void (*tile_inplace)(const uint8_t* a, ptrdiff_t lda, bool a_signed, int K, const PackedPanels& b, int panel,
+                       int rows, int cols, int m0, int n0, const Epilogue& ep) = nullptr;
 };
 
 const QgemmKernels& qgemm_kernels(Isa isa);
