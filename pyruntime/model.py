@@ -16,14 +16,10 @@ from . import exits as exits_mod
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
 from .onnx_import import fuse_conv, fuse_qadd, lower_conv, passes  # noqa: F401 (lower_conv registers ops)
-from .onnx_import.lower import LOWER, Lowering, unsupported
+from .onnx_import.lower import LOWER, Lowering, plan_evaluated_nodes, plan_time_inputs, unsupported
 from .ops import _isa_index, _threads
 
 _PLAN_CACHE = 16
-# Inputs whose values decide shapes (node tests feed them at run time): a model reading a
-# graph input here is planned per distinct value, the value joining the plan's key.
-_SHAPE_ARGS = {("Reshape", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("ReduceMean", 1), ("Expand", 1), ("Tile", 1)}
-
 
 @dataclass(frozen=True)
 class IOInfo:
@@ -62,9 +58,9 @@ class Model:
         self._output_names = [o.name for o in self.outputs]
         self._output_pos = {n: i for i, n in enumerate(self._output_names)}
         self._plans: OrderedDict = OrderedDict()
-        graph_inputs = set(self._input_names)
-        value_names = {n.inputs[i] for n in g.nodes if n.domain == "" for (op, i) in _SHAPE_ARGS
-                       if n.op == op and len(n.inputs) > i and n.inputs[i] in graph_inputs}
+        # Inputs whose values decide shapes (node tests feed them at run time): planned per
+        # distinct value, the value joining the plan's key.
+        value_names = set(plan_time_inputs(g))
         self._value_inputs = [i for i, name in enumerate(self._input_names) if name in value_names]
         self._lock = threading.Lock()
         self._last_arena = 0
@@ -108,11 +104,10 @@ class Model:
         prog = self._plans.get(key)
         if prog is not None:
             return prog
-        low = Lowering(self._g, [a.shape for a in arrays])
+        low = Lowering(self._g, [a.shape for a in arrays],
+                       {self._input_names[i]: arrays[i] for i in self._value_inputs})
         for name, a in zip(self._input_names, arrays):
             low.vals[name] = (a.dtype, tuple(a.shape))
-        for i in self._value_inputs:
-            low.consts[self._input_names[i]] = np.array(arrays[i])
         low.run()
         prog = low.build(self._output_names)
         with self._lock:  # bounded: the oldest plan goes first
@@ -231,8 +226,9 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
     g = passes.run_all(g)
     g = fuse_conv.fuse_float_conv(fuse_conv.fuse_qdq_conv(fuse_conv.fuse_qoperator_conv(g)))
     g = passes.remove_dead(fuse_qadd.fuse_qdq_add(g))
+    planned = plan_evaluated_nodes(g)  # computed from constants and shapes by every plan
     for n in g.nodes:
-        if (n.domain, n.op) not in LOWER:
+        if (n.domain, n.op) not in LOWER and id(n) not in planned:
             raise unsupported(n)
         if n.domain == "pyrt" and n.op == "QGemm":
             w = n.attrs["w"]

@@ -343,11 +343,8 @@ def _onnxruntime(model, feed):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
 
 
-# Forms that need a native kernel change (csrc), described in the conformance report.
-KERNEL_XFAIL = {
-    "dynamic_quantize_all_zero": "DynamicQuantizeLinear on an all-zero input gives scale 0 (a later "
-                                 "DequantizeLinear refuses it); onnxruntime gives 1.0 (max == min)",
-}
+# Forms that need a native kernel change (csrc): none at present.
+KERNEL_XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KERNEL_XFAIL[n]))
@@ -388,8 +385,6 @@ def test_broadcast_beyond_the_executors_rank_is_refused():
                                                     "b": np.ones([1, 2] * 4 + [1], np.float32)})
 
 
-@pytest.mark.xfail(strict=True, reason="load() refuses every op outside LOWER, even one the plan would evaluate "
-                                       "from shapes (pyruntime/model.py; see the conformance report)")
 def test_shape_subgraph_with_an_op_the_plan_evaluates():
     model = _m(15, [helper.make_node("Shape", ["x"], ["s"], start=-2),
                     helper.make_node("ReduceProd", ["s"], ["p"], keepdims=1),

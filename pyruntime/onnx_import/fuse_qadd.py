@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .graph import Graph, Node
-from .lower import LOWER, Lowering, _broadcast_strides
+from .lower import LOWER, Lowering, _broadcast_ints
 
 
 def _scalar_const(g: Graph, name: str):
@@ -86,8 +86,8 @@ def lower_pyrt_qadd(low: Lowering, n: Node) -> None:
             raise ModelError(f"{n.label()}: {what} is {at[what]}; scales must be finite and > 0")
     out = tuple(np.broadcast_shapes(low.shape(a), low.shape(b)))
     low.define(n.outputs[0], at["out_dtype"], out)
-    ints = [len(out), *out, *_broadcast_strides(low.shape(a), out), *_broadcast_strides(low.shape(b), out),
-            at["a_zp"], at["b_zp"], at["y_zp"], at["lo"], at["hi"]]
+    ints = _broadcast_ints(n, [low.shape(a), low.shape(b)], out) + [at["a_zp"], at["b_zp"], at["y_zp"], at["lo"],
+                                                                    at["hi"]]
     m_a = float(np.float32(np.float64(at["a_scale"]) / np.float64(at["y_scale"])))
     m_b = float(np.float32(np.float64(at["b_scale"]) / np.float64(at["y_scale"])))
     low.emit("qadd", [a, b], [n.outputs[0]], ints, [m_a, m_b])

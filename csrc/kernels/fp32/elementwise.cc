@@ -13,19 +13,34 @@ namespace {
 
 // Integer Div truncates toward zero like ONNX's reference (numpy would floor); division
 // by zero yields 0 instead of trapping.
+// Signed integers wrap like numpy (computed unsigned: no undefined overflow), and
+// INT_MIN / -1 wraps instead of trapping.
 template <int Op, typename T>
 inline T apply(T a, T b) {
-  if constexpr (Op == 0) return T(a + b);
-  else if constexpr (Op == 1) return T(a - b);
-  else if constexpr (Op == 2) return T(a * b);
-  else if constexpr (std::is_integral_v<T>) return b == 0 ? T(0) : T(a / b);
-  else return a / b;
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    if constexpr (Op == 0) return T(U(a) + U(b));
+    else if constexpr (Op == 1) return T(U(a) - U(b));
+    else if constexpr (Op == 2) return T(U(a) * U(b));
+    else if constexpr (std::is_signed_v<T>) return b == 0 ? T(0) : b == T(-1) ? T(U(0) - U(a)) : T(a / b);
+    else return b == 0 ? T(0) : T(a / b);
+  } else {
+    if constexpr (Op == 0) return a + b;
+    else if constexpr (Op == 1) return a - b;
+    else if constexpr (Op == 2) return a * b;
+    else return a / b;
+  }
+}
+
+void check_rank(int R, const char* op) {
+  if (R > 8) throw UnsupportedError(std::string(op) + " on a tensor of rank " + std::to_string(R) + "; at most 8");
 }
 
 // The op is a template parameter so every inner loop is a plain vectorisable loop.
 template <int Op, typename T>
 void binary_typed(const Step& s, const StepIO& io) {
   const int R = int(s.ints[1]);
+  check_rank(R, "element-wise op");
   const int64_t* shape = &s.ints[2];
   const int64_t* sa = shape + R;
   const int64_t* sb = sa + R;
@@ -172,6 +187,7 @@ void copy_op(const Step&, const StepIO& io) {
 
 void transpose_op(const Step& s, const StepIO& io) {
   const int R = int(s.ints[0]);
+  check_rank(R, "Transpose");
   const int64_t* in_shape = &s.ints[1];
   const int64_t* perm = in_shape + R;
   const size_t es = dtype_size(io.out_v[0]->dtype);

@@ -163,11 +163,12 @@ void dynamic_quantize_op(const Step&, const StepIO& io) {
     mn = std::min(mn, x[i]);
     mx = std::max(mx, x[i]);
   }
-  const float scale = (mx - mn) / 255.0f;
-  int32_t zp = 0;
-  if (scale > 0) zp = int32_t(std::min(std::max(__builtin_roundevenf(-mn / scale), 0.0f), 255.0f));
+  // An all-zero input has no range: scale 1 and zero point 0 (onnxruntime's answer), so a
+  // following DequantizeLinear sees a valid scale.
+  const float scale = mx > mn ? (mx - mn) / 255.0f : 1.0f;
+  const int32_t zp = mx > mn ? int32_t(std::min(std::max(__builtin_roundevenf(-mn / scale), 0.0f), 255.0f)) : 0;
   uint8_t* y = static_cast<uint8_t*>(io.out[0]);
-  for (int64_t i = 0; i < n; ++i) y[i] = scale > 0 ? uint8_t(quantize_one(x[i], scale, zp, 0, 255)) : uint8_t(zp);
+  for (int64_t i = 0; i < n; ++i) y[i] = uint8_t(quantize_one(x[i], scale, zp, 0, 255));
   *static_cast<float*>(io.out[1]) = scale;
   *static_cast<uint8_t*>(io.out[2]) = uint8_t(zp);
 }
@@ -179,6 +180,7 @@ namespace {
 template <typename TA, typename TB, typename TY>
 void qadd_typed(const Step& s, const StepIO& io) {
   const int R = int(s.ints[0]);
+  if (R > 8) throw UnsupportedError("quantized Add on a tensor of rank " + std::to_string(R) + "; at most 8");
   const int64_t* shape = &s.ints[1];
   const int64_t* sa = shape + R;
   const int64_t* sb = sa + R;
