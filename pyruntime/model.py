@@ -62,6 +62,7 @@ class Model:
         # distinct value, the value joining the plan's key.
         value_names = set(plan_time_inputs(g))
         self._value_inputs = [i for i, name in enumerate(self._input_names) if name in value_names]
+        self._one_input = len(self._input_names) == 1 and not self._value_inputs
         self._lock = threading.Lock()
         self._last_arena = 0
 
@@ -122,8 +123,13 @@ class Model:
         # Fast path: a feed whose shapes were planned before. The native side re-checks
         # dtype and exact shape on every call, so only a first sight needs the full checks.
         try:
-            arrays = [feed[n] for n in self._input_names]
-            key = self._key(arrays)
+            if self._one_input:  # the common case, without comprehension frames
+                x = feed[self._input_names[0]]
+                arrays = [x]
+                key = (x.shape,)
+            else:
+                arrays = [feed[n] for n in self._input_names]
+                key = self._key(arrays)
             prog = self._plans.get(key)
             if prog is not None:
                 self._plans.move_to_end(key)  # least recently used goes first
