@@ -6,6 +6,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "../broadcast.h"
 #include "pyruntime/errors.h"
 
 namespace pyrt {
@@ -53,34 +54,23 @@ void binary_typed(const Step& s, const StepIO& io) {
     y[0] = apply<Op, T>(a[0], b[0]);
     return;
   }
-  // Walk the output in row-major order; the innermost dimension is a tight loop.
-  const int64_t inner = shape[R - 1], ia = sa[R - 1], ib = sb[R - 1];
-  int64_t idx[8] = {0};
-  int64_t oa = 0, ob = 0;
-  for (int64_t done = 0; done < total; done += inner) {
+  for_each_broadcast_row(R, shape, sa, sb, total, [&](int64_t oa, int64_t ob, int64_t at, int64_t inner, int64_t ia,
+                                                     int64_t ib) {
     const T* ap = a + oa;
     const T* bp = b + ob;
+    T* yp = y + at;
     if (ia == 1 && ib == 1) {
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(ap[j], bp[j]);
+      for (int64_t j = 0; j < inner; ++j) yp[j] = apply<Op, T>(ap[j], bp[j]);
     } else if (ia == 1 && ib == 0) {
       const T bv = *bp;
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(ap[j], bv);
+      for (int64_t j = 0; j < inner; ++j) yp[j] = apply<Op, T>(ap[j], bv);
     } else if (ia == 0 && ib == 1) {
       const T av = *ap;
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(av, bp[j]);
+      for (int64_t j = 0; j < inner; ++j) yp[j] = apply<Op, T>(av, bp[j]);
     } else {
-      for (int64_t j = 0; j < inner; ++j) y[j] = apply<Op, T>(ap[j * ia], bp[j * ib]);
+      for (int64_t j = 0; j < inner; ++j) yp[j] = apply<Op, T>(ap[j * ia], bp[j * ib]);
     }
-    y += inner;
-    for (int d = R - 2; d >= 0; --d) {
-      oa += sa[d];
-      ob += sb[d];
-      if (++idx[d] < shape[d]) break;
-      oa -= sa[d] * shape[d];
-      ob -= sb[d] * shape[d];
-      idx[d] = 0;
-    }
-  }
+  });
 }
 
 template <typename T>

@@ -7,6 +7,7 @@
 
 #include <immintrin.h>
 
+#include "../broadcast.h"
 #include "../qgemm/requant.h"
 #include "pyruntime/errors.h"
 
@@ -208,23 +209,10 @@ void qadd_typed(const Step& s, const StepIO& io) {
     y[0] = one(a[0], b[0]);
     return;
   }
-  // Row by row over the innermost dimension, like the float element-wise loops.
-  const int64_t inner = shape[R - 1], ia = sa[R - 1], ib = sb[R - 1];
-  int64_t idx[8] = {0}, oa = 0, ob = 0;
-  for (int64_t done = 0; done < total; done += inner) {
-    const TA* ap = a + oa;
-    const TB* bp = b + ob;
-    for (int64_t j = 0; j < inner; ++j) y[j] = one(ap[j * ia], bp[j * ib]);
-    y += inner;
-    for (int d = R - 2; d >= 0; --d) {
-      oa += sa[d];
-      ob += sb[d];
-      if (++idx[d] < shape[d]) break;
-      oa -= sa[d] * shape[d];
-      ob -= sb[d] * shape[d];
-      idx[d] = 0;
-    }
-  }
+  for_each_broadcast_row(R, shape, sa, sb, total, [&](int64_t oa, int64_t ob, int64_t at, int64_t inner, int64_t ia,
+                                                     int64_t ib) {
+    for (int64_t j = 0; j < inner; ++j) y[at + j] = one(a[oa + j * ia], b[ob + j * ib]);
+  });
 }
 
 template <typename TA, typename TB>
