@@ -101,7 +101,9 @@ void sgemm(const float* a, ptrdiff_t lda, int M, const PackedSgemm& w, const flo
   const int panels = (N + kNr - 1) / kNr;
   const int m_tiles = (M + kMr - 1) / kMr;
   // Static split: column chunks x row tiles, enough tasks for every thread.
-  const int max_par = std::max(1, std::min(threads, max_threads()));
+  // A thread that gets less than ~2^17 multiply-adds costs more to wake than it saves.
+  const int64_t macs = int64_t(M) * N * K;
+  const int max_par = int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), macs >> 17})));
   const int n_chunks = std::max(1, std::min(panels, max_par));
   const int m_chunks = std::max(1, std::min(m_tiles, (max_par + n_chunks - 1) / n_chunks * 4));
   const int tasks = n_chunks * m_chunks;

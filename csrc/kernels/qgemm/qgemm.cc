@@ -77,6 +77,7 @@ enum ScratchSlot { kEpilogueArrays = 0, kRowSums = 1, kPackedA = 2 };
 constexpr int kRowsPerBlock = 96;            // rows of A packed per task (fits L2 with a B block)
 constexpr size_t kBBlockBytes = 256 * 1024;  // panels of B walked together, L2-resident
 constexpr int kMinPanelsPerThread = 2;
+constexpr int64_t kMinMacsPerThread = 1 << 18;
 
 }  // namespace
 
@@ -92,8 +93,11 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
                            std::to_string(worst) +
                            " > 2^31-1 and wrap int32; split K or narrow the weights");
 
-  // More threads than usable CPUs would only queue behind each other.
-  const int max_par = std::max(1, std::min(args.threads, max_threads()));
+  // More threads than usable CPUs would only queue behind each other, and a thread that
+  // gets less than ~kMinMacsPerThread costs more to wake than it saves.
+  const int64_t macs = int64_t(M) * N * K;
+  const int max_par = int(std::max<int64_t>(1, std::min<int64_t>({args.threads, max_threads(),
+                                                                  macs / kMinMacsPerThread})));
   const QgemmKernels& kern = qgemm_kernels(args.isa);
   const PackedPanels& pb = w.packed(args.isa);
 
