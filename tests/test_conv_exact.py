@@ -73,3 +73,30 @@ def test_hostile_conv_attributes_are_refused(attrs, fragment):
     m.ir_version = 8
     with pytest.raises((ModelError, pyruntime.UnsupportedError), match=fragment):
         pyruntime.load(m).run(None, {"x": x})
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("k,s,p,d", [(3, 1, 1, 1), (5, 2, 2, 1), (3, 1, 2, 2)])
+def test_depthwise_after_a_conv_runs_the_channel_vector_kernel_exactly(isa, k, s, p, d):
+    """A depthwise conv fed by a conv sees NHWC data and takes the per-channel kernel."""
+    rng = np.random.default_rng(k * 7 + s)
+    x = rng.integers(0, 256, (2, 3, 9, 9)).astype(np.uint8)
+    w1 = rng.integers(-128, 128, (8, 3, 3, 3)).astype(np.int8)
+    w2 = rng.integers(-128, 128, (8, 1, k, k)).astype(np.int8)
+    b2 = rng.integers(-300, 300, 8).astype(np.int32)
+    c = dict(s1=np.float32(0.02), z1=np.uint8(10), w1=w1, ws1=np.float32(0.003), wz1=np.int8(0), s2=np.float32(0.05),
+             z2=np.uint8(7), w2=w2, ws2=rng.uniform(0.001, 0.01, 8).astype(np.float32), wz2=np.zeros(8, np.int8),
+             s3=np.float32(0.04), z3=np.uint8(120), b2=b2)
+    nodes = [helper.make_node("QLinearConv", ["x", "s1", "z1", "w1", "ws1", "wz1", "s2", "z2"], ["q1"], pads=[1] * 4),
+             helper.make_node("QLinearConv", ["q1", "s2", "z2", "w2", "ws2", "wz2", "s3", "z3", "b2"], ["y"], group=8,
+                              strides=[s, s], pads=[p] * 4, dilations=[d, d])]
+    g = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, ["n", "c", "h", "w"])],
+                          [numpy_helper.from_array(np.asarray(v), name) for name, v in c.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    y = pyruntime.load(m, isa=isa).run(None, {"x": x})[0]
+    q1 = ref.qlinear_conv(x, c["s1"], 10, w1, c["ws1"], 0, c["s2"], c["z2"], None, pads=(1, 1, 1, 1))
+    want = ref.qlinear_conv(q1, c["s2"], 7, w2, c["ws2"], c["wz2"], c["s3"], c["z3"], b2, strides=(s, s),
+                            pads=(p,) * 4, dilations=(d, d), group=8)
+    np.testing.assert_array_equal(y, want)

@@ -29,7 +29,9 @@ enum OpCode : int {
   kConvQ = 18,         // qweights; ints: ConvGeometry(16), a_zp, out_kind, out_zp, lo, hi; f32 mult; i32 bias
   kMaxPool = 19,       // ints: ConvGeometry(16)
   kAvgPool = 20,       // ints: ConvGeometry(16), count_include_pad, pad_bottom, pad_right
-  kPoolNd = 21,        // ints: see PoolNd in kernels/qconv/conv.cc     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
+  kPoolNd = 21,        // ints: see PoolNd in kernels/qconv/conv.cc
+  kDepthwiseQ = 22,    // see depthwise_q_op in kernels/qconv/conv.h
+  kDepthwiseF32 = 23,     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
 };
 
 }  // namespace pyrt

@@ -17,7 +17,13 @@ from .graph import Node
 from . import fuse_qadd  # noqa: F401 (registers pyrt.QAdd, wrapped below)
 from .lower import LAYOUT_AWARE, LOWER, OP, OUT_KIND, Lowering, _prod
 
-OP.update(conv_f32=17, conv_q=18, max_pool=19, avg_pool=20, pool_nd=21)  # csrc/runtime/ops.h
+OP.update(conv_f32=17, conv_q=18, max_pool=19, avg_pool=20, pool_nd=21, depthwise_q=22,
+          depthwise_f32=23)  # csrc/runtime/ops.h
+
+
+def _is_depthwise(low: Lowering, x: str, w_shape, group: int) -> bool:
+    """group == channels == outputs on an NHWC input: the per-channel vector kernel applies."""
+    return x in low.nhwc and group > 1 and group == low.shape(x)[1] == w_shape[0] and w_shape[1] == 1
 
 
 def _spatial(shape, n: Node) -> tuple[int, int]:
@@ -127,6 +133,13 @@ def lower_conv(low: Lowering, n: Node) -> None:
     clamp = [at.get("lo", -np.inf), at.get("hi", np.inf)]
     out_nhwc = len(out) == 4
     low.define(n.outputs[0], np.float32, out)
+    if low.is_const(w) and (not b or low.is_const(b)) and _is_depthwise(low, x, ws, group):
+        if "_dw" not in at:  # bias, then w as [ky][kx][C]
+            bias = low.consts[b].astype(np.float32) if b else np.zeros(ws[0], np.float32)
+            at["_dw"] = np.concatenate([bias, low.consts[w][:, 0].transpose(1, 2, 0).reshape(-1)]).astype(np.float32)
+        low.emit("depthwise_f32", [x], [n.outputs[0]], ints + [group], clamp, f32=at["_dw"])
+        low.nhwc.add(n.outputs[0])
+        return
     if low.is_const(w) and group == 1 and (not b or low.is_const(b)):
         in_nhwc = x in low.nhwc
         key = "_packed_nhwc" if in_nhwc else "_packed"
@@ -165,6 +178,17 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         ints, _, out = geometry(n, low.shape(x), w.shape[2:], w.shape[0])
         low.define(n.outputs[0], at["out_dtype"], out)
         in_nhwc, out_nhwc = x in low.nhwc, len(out) == 4
+        if _is_depthwise(low, x, w.shape, group):
+            if "_dw" not in at:  # bias, then (w - w_zp) as [ky][kx][C]
+                M = w.shape[0]
+                wz = w.astype(np.int32) - np.broadcast_to(at["w_zp"].reshape(-1), (M,)).reshape(M, 1, 1, 1)
+                bias = at["bias"] if at["bias"] is not None else np.zeros(M, np.int32)
+                at["_dw"] = np.concatenate([bias.astype(np.int32), wz[:, 0].transpose(1, 2, 0).reshape(-1)])
+            low.emit("depthwise_q", [x], [n.outputs[0]],
+                     ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"]],
+                     i32=at["_dw"], f32=at["mult"] if at["mult"] is not None else ())
+            low.nhwc.add(n.outputs[0])
+            return
         packs = _nhwc_packs(at, group) if in_nhwc else at["native"]  # one PackedWeights per group
         low.emit("conv_q", [x], [n.outputs[0]],
                  ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"], 0,
@@ -232,9 +256,13 @@ def lower_global_pool(low: Lowering, n: Node) -> None:
         raise UnsupportedError(f"{n.label()}: {n.op} on {low.dtype(x)}")
     if n.op == "GlobalAveragePool":
         low.define(n.outputs[0], np.float32, tuple(xs[:2]) + (1,) * (len(xs) - 2))
-        low.emit("reduce_mean", [x], [n.outputs[0]], [_prod(xs[:2]), _prod(xs[2:]), 1])
+        if x in low.nhwc:  # mean over H*W of each channel run; [N, C, 1, 1] is the same memory either way
+            low.emit("reduce_mean", [x], [n.outputs[0]], [xs[0], _prod(xs[2:]), xs[1]])
+        else:
+            low.emit("reduce_mean", [x], [n.outputs[0]], [_prod(xs[:2]), _prod(xs[2:]), 1])
         return
-    fake = Node(n.op, n.domain, n.inputs, n.outputs, {"kernel_shape": list(xs[2:])}, n.name, n.opset)
+    x = low.nchw(x)
+    fake = Node(n.op, n.domain, [x], n.outputs, {"kernel_shape": list(xs[2:])}, n.name, n.opset)
     ints, _, out = geometry(fake, xs, list(xs[2:]), xs[1])
     low.define(n.outputs[0], low.dtype(x), out)
     low.emit("max_pool", [x], [n.outputs[0]], ints + [1])
@@ -270,7 +298,8 @@ for _key, _test in ((("", "Relu"), lambda low, n: True), (("", "Clip"), lambda l
                     (("", "DequantizeLinear"), _per_tensor), (("pyrt", "QAdd"), _scalar_or_same)):
     LOWER[_key] = _keeps_layout(LOWER[_key], _test)
     LAYOUT_AWARE.add(_key)
-LAYOUT_AWARE.update({("", "Conv"), ("pyrt", "QConv"), ("", "MaxPool")})
+LAYOUT_AWARE.update({("", "Conv"), ("pyrt", "QConv"), ("", "MaxPool"), ("", "GlobalAveragePool"),
+                     ("", "GlobalMaxPool")})
 
 LOWER.update({
     ("", "Conv"): lower_conv, ("", "ConvInteger"): lower_qconv, ("", "QLinearConv"): lower_qconv,

@@ -18,6 +18,11 @@ void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void max_pool_op(const Step& s, const StepIO& io);
 void avg_pool_op(const Step& s, const StepIO& io);
+// Depthwise (group == channels == outputs), NHWC in and out: ints ConvGeometry(16) then,
+// for int8, a_zp, out_kind, out_zp, lo, hi; i32 = bias[C] + (w - w_zp)[kh][kw][C];
+// f32 = multipliers. fp32: f32 = bias[C] + w[kh][kw][C]; floats lo, hi.
+void depthwise_q_op(const Step& s, const StepIO& io);
+void depthwise_f32_op(const Step& s, const StepIO& io);
 // Max or average pooling of any spatial rank, optionally with MaxPool's Indices output.
 void pool_nd_op(const Step& s, const StepIO& io);
 
