@@ -1,4 +1,4 @@
-"""python -m pyruntime info | bench MODEL.onnx [--compare onnxruntime,openvino] [--batch N] [--threads N]."""
+"""python -m pyruntime info | demo | bench MODEL.onnx [--compare onnxruntime,openvino] [--batch N] [--threads N]."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pyruntime")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the CPU, its flags and the ISA paths")
+    d = sub.add_parser("demo", help="the shipped early-exit student on the Fashion-MNIST test set")
+    d.add_argument("--out", default="results/demo", help="where to save the plot")
+    d.add_argument("--n", type=int, default=None, help="use the first N test images")
+    d.add_argument("--threads", type=int, default=1)
     b = sub.add_parser("bench", help="latency of a model: first run, mean, p50, p90, p99, throughput")
     b.add_argument("model")
     b.add_argument("--compare", default="", help="comma-separated peers: onnxruntime,openvino")
@@ -32,6 +36,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()
+    if args.command == "demo":
+        from .demo import run as demo
+
+        demo(args.out, args.n, args.threads)
+        return 0
     if args.command == "bench":
         from .benchmark import run
 

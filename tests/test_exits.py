@@ -201,3 +201,24 @@ def test_a_segment_that_mixes_rows_is_refused():
 
     with pytest.raises(ModelError, match="mixes rows"):
         pyruntime.load(gated_mlp(mutate=mix))
+
+
+def test_the_shipped_student_follows_the_contract():
+    """The zoo's int8 early-exit student: every sample's row and exit index are exactly
+    what the contract picks from the model's own full run."""
+    from pyruntime import zoo
+
+    model = pyruntime.load(zoo.path(), threads=1)
+    assert len(model.exits) == 2
+    x = np.random.default_rng(9).random((64, 1, 28, 28), dtype=np.float32)
+    heads = model.run(None, {model.inputs[0].name: x})
+    rules = [g.rule for g in model._gates]
+    out, idx = model.predict(x, return_exit=True)
+    want, want_idx = heads[0].copy(), np.full(64, 2)
+    decided = np.zeros(64, bool)
+    for k in range(2):
+        f = fire(heads[k + 1], rules[k], model.exits[k]) & ~decided
+        want[f], want_idx[f] = heads[k + 1][f], k
+        decided |= f
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(out, want)
