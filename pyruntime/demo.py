@@ -75,7 +75,7 @@ def run(out_dir: str = "results/demo", n: int | None = None, threads: int = 1) -
         for k in range(K):
             model.exits[k] = base[k] * scale if np.isfinite(scale) else np.inf
         out, _ = model.predict(xs, return_exit=True)
-        t = _latencies(model.predict, batch1[:300])
+        t = _latencies(model.predict, batch1[:1000])
         curve.append((float(t.mean()), float((out.argmax(1) == ys).mean()), scale))
     for k in range(K):
         model.exits[k] = base[k]

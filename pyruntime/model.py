@@ -42,6 +42,10 @@ class Model:
                  trusted_inputs: bool = False):
         self._g = g
         self._threads = threads
+        # Early-exit segments pass activations to each other channels-last.
+        self._segment = trusted_inputs
+        self._in_nhwc: set[str] = set()
+        self._out_nhwc: set[str] = set()
         self._isa = isa
         self._trusted = trusted_inputs  # an internal segment: its feeds come from the model itself
         self._gates = gates
@@ -105,12 +109,17 @@ class Model:
         prog = self._plans.get(key)
         if prog is not None:
             return prog
-        low = Lowering(self._g, [a.shape for a in arrays],
-                       {self._input_names[i]: arrays[i] for i in self._value_inputs})
-        for name, a in zip(self._input_names, arrays):
-            low.vals[name] = (a.dtype, tuple(a.shape))
+        logical = [(a.shape[0], a.shape[-1], *a.shape[1:-1]) if name in self._in_nhwc else a.shape
+                   for name, a in zip(self._input_names, arrays)]
+        low = Lowering(self._g, logical, {self._input_names[i]: arrays[i] for i in self._value_inputs})
+        for name, a, shape in zip(self._input_names, arrays, logical):
+            low.vals[name] = (a.dtype, tuple(shape))
+        low.nhwc.update(self._in_nhwc)
+        low.keep_nhwc_outputs = self._segment
         low.run()
         prog = low.build(self._output_names)
+        if self._segment:
+            self._out_nhwc = {o for o in self._output_names if o in low.nhwc}
         with self._lock:  # bounded: the oldest plan goes first
             self._plans[key] = prog
             self._last_arena = prog.arena_bytes
@@ -175,9 +184,13 @@ class Model:
         exit_index = np.full(n, K, np.int64)
         carried: dict[str, np.ndarray] = {self._input_names[0]: x}
         out = None
+        carried_nhwc: set[str] = set()
         for k, (seg, model) in enumerate(self._segments):
             feed = {name: carried[name] for name in model._input_names}
+            if not model._plans:  # first plan: take over the layouts the producers chose
+                model._in_nhwc = {name for name in model._input_names if name in carried_nhwc}
             results = model.run(None, feed)
+            carried_nhwc |= model._out_nhwc
             scores = results[0]
             if out is None:
                 out = np.empty((n,) + scores.shape[1:], scores.dtype)

@@ -92,6 +92,9 @@ class Lowering:
         # layout-aware lowerings (LAYOUT_AWARE) keep activations there between convs.
         self.nhwc: set[str] = set()
         self._nchw_copies: dict[str, str] = {}
+        # Outputs handed to another plan of the same model (early-exit segments) may stay
+        # NHWC: the next plan declares them NHWC inputs, and nobody transposes twice.
+        self.keep_nhwc_outputs = False
         for info, shape in zip(g.inputs, input_shapes):
             self.vals[info.name] = (info.dtype, tuple(shape))
         for name, v in (input_values or {}).items():
@@ -171,7 +174,7 @@ class Lowering:
         # Outputs leave in NCHW order; outputs that are constants or graph inputs need a
         # step that writes them.
         out_ids = []
-        for pos, name in enumerate(self.nchw(o) for o in output_names):
+        for pos, name in enumerate(o if self.keep_nhwc_outputs else self.nchw(o) for o in output_names):
             src = name
             if name in self.consts or name in g_inputs or name in output_names[:pos]:
                 alias = f"{name}__out{pos}"
@@ -199,6 +202,8 @@ class Lowering:
             else:
                 home, index = _HOME_ARENA, arena[name][0]
             dt, shape = self.dtype(name), self.shape(name)
+            if name in self.nhwc:  # stored channels-last: the buffer's shape is N, H, W, C
+                shape = (shape[0], *shape[2:], shape[1])
             if dt not in DTYPE_CODE:
                 raise UnsupportedError(f"value '{name}' has dtype {dt}; supported: float32, uint8, int8, int32, "
                                        "int64, bool")
