@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../../runtime/thread_pool.h"
 #include "../fp32/sgemm.h"
 #include "pyruntime/errors.h"
 #include "pyruntime/qgemm.h"
@@ -73,6 +74,20 @@ void scatter_channels(const T* tile, int64_t pixels, int64_t mg, T* y_image, int
     for (int64_t m = 0; m < mg; ++m) y_image[(m0 + m) * pixels + p] = tile[p * mg + m];
 }
 
+// A batch splits by image across threads (each image's GEMMs then run single-threaded, on
+// that thread's own scratch); a single image gives its GEMMs every thread.
+template <typename Image>
+void for_each_image(int64_t N, int threads, Image image) {
+  const int par = int(std::max<int64_t>(1, std::min<int64_t>({threads, N, max_threads()})));
+  if (N == 1 || par == 1) {
+    for (int64_t n = 0; n < N; ++n) image(n, threads);
+    return;
+  }
+  parallel_run(par, [&](int tid) {
+    for (int64_t n = N * tid / par; n < N * (tid + 1) / par; ++n) image(n, 1);
+  });
+}
+
 template <typename T>
 T* scratch_of(int slot, size_t count) {
   thread_local AlignedBuffer buffers[2];
@@ -109,9 +124,9 @@ void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx) {
     }
   }
   const bool in_nhwc = s.ints.size() > 17 && s.ints[16], out_nhwc = s.ints.size() > 17 && s.ints[17];
-  float* col = scratch_of<float>(0, size_t(pixels) * kcols);
-  float* tile = scratch_of<float>(1, size_t(pixels) * mg);
-  for (int64_t n = 0; n < g.N; ++n) {
+  auto image = [&](int64_t n, int threads) {
+    float* col = scratch_of<float>(0, size_t(pixels) * kcols);
+    float* tile = scratch_of<float>(1, size_t(pixels) * mg);
     const float* xi = x + n * g.C * g.H * g.W;
     float* yi = y + n * g.M * pixels;
     for (int64_t gi = 0; gi < g.group; ++gi) {
@@ -123,13 +138,14 @@ void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx) {
       const PackedSgemm* wp = s.fweights ? s.fweights.get() : runtime_packs[gi].get();
       const float* b = bias ? bias + gi * mg : nullptr;
       if (out_nhwc) {  // the GEMM writes straight into its channels of the NHWC output
-        sgemm(col, kcols, int(pixels), *wp, b, lo, hi, yi + gi * mg, g.M, ctx.threads, ctx.isa);
+        sgemm(col, kcols, int(pixels), *wp, b, lo, hi, yi + gi * mg, g.M, threads, ctx.isa);
       } else {
-        sgemm(col, kcols, int(pixels), *wp, b, lo, hi, tile, mg, ctx.threads, ctx.isa);
+        sgemm(col, kcols, int(pixels), *wp, b, lo, hi, tile, mg, threads, ctx.isa);
         scatter_channels<float>(tile, pixels, mg, yi, gi * mg);
       }
     }
-  }
+  };
+  for_each_image(g.N, ctx.threads, image);
 }
 
 namespace {
@@ -214,27 +230,27 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   const bool a_signed = io.in_v[0]->dtype == DType::s8;
   const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
   uint8_t* y = static_cast<uint8_t*>(io.out[0]);
-  uint8_t* col = scratch_of<uint8_t>(0, size_t(pixels) * kcols);
-  uint8_t* tile = scratch_of<uint8_t>(1, size_t(pixels) * mg * out_size);
-  QgemmArgs args;
-  args.a = col;
-  args.a_signed = a_signed;
-  args.M = int(pixels);
-  args.lda = kcols;
-  args.a_zero_point = a_zp;
-  args.out = kind;
-  args.out_zero_point = general ? rt.out_zp : int32_t(s.ints[18]);
-  args.lo = general ? rt.lo : int32_t(s.ints[19]);
-  args.hi = general ? rt.hi : int32_t(s.ints[20]);
+  QgemmArgs base;
+  base.a_signed = a_signed;
+  base.M = int(pixels);
+  base.lda = kcols;
+  base.a_zero_point = a_zp;
+  base.out = kind;
+  base.out_zero_point = general ? rt.out_zp : int32_t(s.ints[18]);
+  base.lo = general ? rt.lo : int32_t(s.ints[19]);
+  base.hi = general ? rt.hi : int32_t(s.ints[20]);
+  base.isa = ctx.isa;
   const std::vector<int32_t>& bias = general ? rt.bias : s.i32;
   const std::vector<float>& mult = general ? rt.mult : s.f32;
   const bool mult_per_channel = int64_t(mult.size()) == g.M;
-  args.c = tile;
-  args.ldc = mg;
-  args.threads = ctx.threads;
-  args.isa = ctx.isa;
   const bool in_nhwc = s.ints.size() > 23 && s.ints[22], out_nhwc = s.ints.size() > 23 && s.ints[23];
-  for (int64_t n = 0; n < g.N; ++n) {
+  // One image at a time; `threads` goes to that image's GEMMs.
+  auto image = [&](int64_t n, int threads) {
+    uint8_t* col = scratch_of<uint8_t>(0, size_t(pixels) * kcols);
+    uint8_t* tile = scratch_of<uint8_t>(1, size_t(pixels) * mg * out_size);
+    QgemmArgs args = base;
+    args.a = col;
+    args.threads = threads;
     const uint8_t* xi = x + n * g.C * g.H * g.W;
     uint8_t* yi = y + n * g.M * pixels * out_size;
     for (int64_t gi = 0; gi < g.group; ++gi) {
@@ -246,10 +262,8 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
       args.bias = bias.empty() ? nullptr : bias.data() + gi * mg;
       args.multiplier = mult.empty() ? nullptr : mult.data() + (mult_per_channel ? gi * mg : 0);
       args.n_multiplier = mult.empty() ? 0 : (mult_per_channel ? int(mg) : 1);
-      if (out_nhwc) {  // straight into this group's channels of the NHWC output
-        args.c = yi + gi * mg * out_size;
-        args.ldc = g.M;
-      }
+      args.c = out_nhwc ? yi + gi * mg * out_size : tile;  // NHWC: straight into this group's channels
+      args.ldc = out_nhwc ? g.M : mg;
       qgemm(groups.empty() ? *s.qweights : *groups[gi], args);
       if (out_nhwc) continue;
       if (out_size == 1)
@@ -258,7 +272,8 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
         scatter_channels<uint32_t>(reinterpret_cast<uint32_t*>(tile), pixels, mg, reinterpret_cast<uint32_t*>(yi),
                                    gi * mg);
     }
-  }
+  };
+  for_each_image(g.N, ctx.threads, image);
 }
 
 namespace {
