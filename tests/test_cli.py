@@ -36,3 +36,19 @@ def test_bench_refuses_an_unknown_peer(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pyruntime", "bench", str(model), "--seconds", "0.01",
                         "--compare", "tensorrt"], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "unknown peer" in r.stderr
+
+
+def test_demo_runs_the_shipped_student(tmp_path):
+    """The README's main job, on a slice of the test set."""
+    import os
+
+    import pytest
+
+    if not os.path.isdir(os.environ.get("PYRUNTIME_DATA", "/usr/share/datasets/fashion-mnist")):
+        pytest.skip("Fashion-MNIST is not installed: apt-get install -y dataset-fashion-mnist (CI installs it)")
+    r = subprocess.run([sys.executable, "-m", "pyruntime", "demo", "--n", "300", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for fragment in ("ISA path", "exits on", "exit histogram", "onnxruntime, full graph"):
+        assert fragment in r.stdout, r.stdout
+    assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 1000
