@@ -10,13 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Graph, Node
+from .passes import _quantize_bound, clip_bounds, const_scalar as _const_scalar
 
 _CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad", "group", "kernel_shape")
-
-
-def _const_scalar(g: Graph, name: str):
-    v = g.consts.get(name) if name else None
-    return None if v is None or v.size != 1 else v.reshape(-1)[0]
 
 
 def _qconv(n: Node, x: str, out: str, w: np.ndarray, w_zp, a_zp: int, bias, mult, out_dtype, out_zp: int, lo: int,
@@ -127,21 +123,14 @@ def fuse_qdq_conv(g: Graph) -> Graph:
                 if act.op == "Relu":
                     lo = max(lo, y_zp)
                     continue
-                bounds = []
-                for j, key in ((1, "min"), (2, "max")):
-                    if len(act.inputs) > j and act.inputs[j]:
-                        v = _const_scalar(g, act.inputs[j])
-                        ok &= v is not None
-                        bounds.append(v)
-                    else:
-                        bounds.append(act.attrs.get(key))
-                if not ok:
+                bounds = clip_bounds(g, act)
+                if bounds is None:
+                    ok = False
                     break
-                q = lambda v: int(np.clip(np.rint(np.float32(v) / np.float32(y_s)) + y_zp, *_range(out_dtype)))
                 if bounds[0] is not None:
-                    lo = max(lo, q(bounds[0]))
+                    lo = max(lo, _quantize_bound(bounds[0], y_s, y_zp, lo, hi))
                 if bounds[1] is not None:
-                    hi = min(hi, q(bounds[1]))
+                    hi = min(hi, _quantize_bound(bounds[1], y_s, y_zp, lo, hi))
             if not ok:
                 continue
             fused = _qconv(n, a[0], nxt.outputs[0], wq, w_zp, a_zp, bias, (acc_scale / y_s).astype(np.float32),
@@ -204,13 +193,11 @@ def fuse_float_conv(g: Graph) -> Graph:
             elif nxt.op == "Relu":
                 lo = max(lo, 0.0)
             elif nxt.op == "Clip":
-                mn = _const_scalar(g, nxt.inputs[1]) if len(nxt.inputs) > 1 and nxt.inputs[1] else nxt.attrs.get("min")
-                mx = _const_scalar(g, nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] else nxt.attrs.get("max")
-                if (len(nxt.inputs) > 1 and nxt.inputs[1] and mn is None) or \
-                        (len(nxt.inputs) > 2 and nxt.inputs[2] and mx is None):
+                bounds = clip_bounds(g, nxt)
+                if bounds is None:
                     break
-                lo = max(lo, float(mn)) if mn is not None else lo
-                hi = min(hi, float(mx)) if mx is not None else hi
+                lo = max(lo, bounds[0]) if bounds[0] is not None else lo
+                hi = min(hi, bounds[1]) if bounds[1] is not None else hi
             else:
                 break
             fusions.append(nxt.fusions[0] if nxt.fusions else nxt.op)

@@ -11,13 +11,7 @@ import numpy as np
 from ..errors import ModelError
 from .graph import Graph, Node
 from .lower import LOWER, Lowering, _broadcast_ints
-
-
-def _scalar_const(g: Graph, name: str):
-    if not name:
-        return None
-    v = g.consts.get(name)
-    return None if v is None or v.size != 1 else v.reshape(-1)[0]
+from .passes import const_scalar as _scalar_const
 
 
 def _dq_scalar(g: Graph, name: str, prod):

@@ -117,11 +117,27 @@ def _single_consumer(g: Graph, name: str, uses) -> Node | None:
     return users[0]
 
 
-def _scalar(g: Graph, name: str):
-    if not name or name not in g.consts:
-        return None
-    v = g.consts[name]
-    return v.reshape(-1)[0] if v.size == 1 else None
+def const_scalar(g: Graph, name: str):
+    """The value of a one-element constant, else None."""
+    v = g.consts.get(name) if name else None
+    return None if v is None or v.size != 1 else v.reshape(-1)[0]
+
+
+
+def clip_bounds(g: Graph, clip: Node):
+    """(min, max) of a Clip, each None when absent; None when a bound is a runtime tensor
+    (opset >= 11 takes them as inputs, older opsets as attributes)."""
+    bounds = []
+    for i, key in ((1, "min"), (2, "max")):
+        if len(clip.inputs) > i and clip.inputs[i]:
+            v = const_scalar(g, clip.inputs[i])
+            if v is None:
+                return None
+            bounds.append(float(v))
+        else:
+            v = clip.attrs.get(key)
+            bounds.append(None if v is None else float(v))
+    return tuple(bounds)
 
 
 def _dq(g: Graph, name: str, prod):
@@ -303,11 +319,10 @@ def _try_fuse_qdq_gemm(g: Graph, n: Node, prod, uses) -> bool:
             if act.op == "Relu":
                 lo = max(lo, y_zp)
             else:
-                mn = _scalar(g, act.inputs[1]) if len(act.inputs) > 1 else act.attrs.get("min")
-                mx = _scalar(g, act.inputs[2]) if len(act.inputs) > 2 else act.attrs.get("max")
-                if (len(act.inputs) > 1 and act.inputs[1] and mn is None) or \
-                        (len(act.inputs) > 2 and act.inputs[2] and mx is None):
+                bounds = clip_bounds(g, act)
+                if bounds is None:
                     return False
+                mn, mx = bounds
                 if mn is not None:
                     lo = max(lo, _quantize_bound(float(mn), y_s, y_zp, lo, hi))
                 if mx is not None:
@@ -495,13 +510,12 @@ def _try_fuse_float(g: Graph, n: Node, uses) -> bool:
         if nxt.op == "Relu":
             lo = max(lo, 0.0)
         else:
-            mn = _scalar(g, nxt.inputs[1]) if len(nxt.inputs) > 1 and nxt.inputs[1] else nxt.attrs.get("min")
-            mx = _scalar(g, nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] else nxt.attrs.get("max")
-            if (len(nxt.inputs) > 1 and nxt.inputs[1] and mn is None) or \
-                    (len(nxt.inputs) > 2 and nxt.inputs[2] and mx is None):
+            bounds = clip_bounds(g, nxt)
+            if bounds is None:
                 break
-            lo = max(lo, float(mn)) if mn is not None else lo
-            hi = min(hi, float(mx)) if mx is not None else hi
+            mn, mx = bounds
+            lo = max(lo, mn) if mn is not None else lo
+            hi = min(hi, mx) if mx is not None else hi
         fusions.append(nxt.op)
         gone.append(nxt)
         tail = nxt.outputs[0]
