@@ -141,7 +141,7 @@ def lower_conv(low: Lowering, n: Node) -> None:
         low.nhwc.add(n.outputs[0])
         return
     if low.is_const(w) and group == 1 and (not b or low.is_const(b)):
-        in_nhwc = x in low.nhwc
+        in_nhwc = _reads_nhwc(low, x)
         key = "_packed_nhwc" if in_nhwc else "_packed"
         if key not in at:  # K in the order the im2col of that layout writes: (ky, kx, c) or (c, ky, kx)
             wk = low.consts[w].transpose(0, 2, 3, 1) if in_nhwc else low.consts[w]
@@ -153,6 +153,13 @@ def lower_conv(low: Lowering, n: Node) -> None:
         low.emit("conv_f32", [low.nchw(x), w, b], [n.outputs[0]], ints + [group, 0, int(out_nhwc)], clamp)
     if out_nhwc:
         low.nhwc.add(n.outputs[0])
+
+
+def _reads_nhwc(low: Lowering, x: str) -> bool:
+    """Whether the conv reads x channels-last. A one-channel NCHW image has the same memory
+    order, and the channels-last im2col copies whole window rows."""
+    shape = low.shape(x)
+    return x in low.nhwc or (len(shape) == 4 and shape[1] == 1)
 
 
 def _nhwc_packs(at: dict, group: int) -> list:
@@ -177,7 +184,7 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         _conv_checks(n, low.shape(x), w.shape, group)
         ints, _, out = geometry(n, low.shape(x), w.shape[2:], w.shape[0])
         low.define(n.outputs[0], at["out_dtype"], out)
-        in_nhwc, out_nhwc = x in low.nhwc, len(out) == 4
+        in_nhwc, out_nhwc = _reads_nhwc(low, x), len(out) == 4
         if _is_depthwise(low, x, w.shape, group):
             if "_dw" not in at:  # bias, then (w - w_zp) as [ky][kx][C]
                 M = w.shape[0]

@@ -48,18 +48,51 @@ void im2col(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T*
     }
 }
 
-// NHWC input: a row holds, per (ky, kx), the group's cg contiguous channels.
+// Copies n bytes (n small and variable) without a libc call: im2col makes thousands of
+// copies of a few dozen bytes per image, where a call costs more than the copy.
+inline void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
+  if (n >= 16) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) std::memcpy(dst + i, src + i, 16);
+    if (i < n) std::memcpy(dst + n - 16, src + n - 16, 16);  // overlapping tail
+  } else if (n >= 8) {
+    std::memcpy(dst, src, 8);
+    std::memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(dst, src, 4);
+    std::memcpy(dst + n - 4, src + n - 4, 4);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
+}
+
+template <typename T>
+inline void copy_elems(T* dst, const T* src, int64_t n) {
+  copy_bytes(reinterpret_cast<uint8_t*>(dst), reinterpret_cast<const uint8_t*>(src), size_t(n) * sizeof(T));
+}
+
+// NHWC input: a row holds, per (ky, kx), the group's cg contiguous channels. With one
+// group and no x dilation, a window row that lies inside the image is kw*C contiguous
+// elements, copied at once.
 template <typename T>
 void im2col_nhwc(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T* col) {
+  const bool runs = cg == g.C && g.dw == 1;
   for (int64_t oy = 0; oy < g.OH; ++oy)
     for (int64_t ox = 0; ox < g.OW; ++ox) {
       T* row = col + (oy * g.OW + ox) * cg * g.kh * g.kw;
+      const int64_t ix0 = ox * g.sw - g.pl;
+      const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
       for (int64_t ky = 0; ky < g.kh; ++ky) {
         const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+        if (runs && x_inside && iy >= 0 && iy < g.H) {
+          copy_elems(row, x + (iy * g.W + ix0) * g.C, g.kw * cg);
+          row += g.kw * cg;
+          continue;
+        }
         for (int64_t kx = 0; kx < g.kw; ++kx, row += cg) {
-          const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+          const int64_t ix = ix0 + kx * g.dw;
           if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W)
-            std::memcpy(row, x + (iy * g.W + ix) * g.C + c0, size_t(cg) * sizeof(T));
+            copy_elems(row, x + (iy * g.W + ix) * g.C + c0, cg);
           else
             std::fill(row, row + cg, pad);
         }

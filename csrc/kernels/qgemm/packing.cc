@@ -25,38 +25,21 @@ void pack_b_grouped(const int8_t* b, int K, int N, int nr, PackedPanels& out) {
   }
 }
 
-// One A row into 32-bit slots at stride mr (slot j holds k = j*KPer ...): bytes for
-// quads, int16 pairs otherwise. Slots past K are zero.
-template <int KPer>
-void pack_a_row(const uint8_t* src, uint32_t flip4, int K, int slots, int mr, uint32_t* dst) {
-  const int full = K / KPer;
+// One A row into 32-bit slots at stride mr (slot j holds k = 4j..4j+3). Slots past K are zero.
+void pack_a_row_quads(const uint8_t* src, uint32_t flip4, int K, int slots, int mr, uint32_t* dst) {
+  const int full = K / 4;
   for (int j = 0; j < full; ++j) {
     uint32_t v;
-    if (KPer == 4) {
-      std::memcpy(&v, src + 4 * j, 4);
-      v ^= flip4;
-    } else {
-      v = (uint32_t(src[2 * j]) | (uint32_t(src[2 * j + 1]) << 16)) ^ (flip4 & 0x00800080u);
-    }
-    dst[size_t(j) * mr] = v;
+    std::memcpy(&v, src + 4 * j, 4);
+    dst[size_t(j) * mr] = v ^ flip4;
   }
   for (int j = full; j < slots; ++j) {
     uint8_t tail[4] = {0, 0, 0, 0};
-    for (int i = 0; j * KPer + i < K; ++i) tail[i] = src[j * KPer + i] ^ uint8_t(flip4);
-    dst[size_t(j) * mr] = KPer == 4 ? (uint32_t(tail[0]) | uint32_t(tail[1]) << 8 | uint32_t(tail[2]) << 16 | uint32_t(tail[3]) << 24)
-                                    : (uint32_t(tail[0]) | uint32_t(tail[1]) << 16);
+    for (int i = 0; j * 4 + i < K; ++i) tail[i] = src[j * 4 + i] ^ uint8_t(flip4);
+    uint32_t v;
+    std::memcpy(&v, tail, 4);
+    dst[size_t(j) * mr] = v;
   }
-}
-
-template <int KPer>
-void pack_a_grouped(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded, int mr,
-                    uint8_t* tile) {
-  const uint32_t flip4 = a_signed ? 0x80808080u : 0u;
-  const int slots = k_padded / KPer;
-  uint32_t* dst = reinterpret_cast<uint32_t*>(tile);
-  for (int r = 0; r < rows; ++r) pack_a_row<KPer>(a + r * lda, flip4, K, slots, mr, dst + r);
-  for (int r = rows; r < mr; ++r)
-    for (int j = 0; j < slots; ++j) dst[size_t(j) * mr + r] = 0;
 }
 
 }  // namespace
@@ -69,11 +52,12 @@ void pack_b_pairs(const int8_t* b, int K, int N, int nr, PackedPanels& out) {
 }
 void pack_a_quads(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded, int mr,
                   uint8_t* tile) {
-  pack_a_grouped<4>(a, lda, a_signed, rows, K, k_padded, mr, tile);
-}
-void pack_a_pairs16(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded, int mr,
-                    uint8_t* tile) {
-  pack_a_grouped<2>(a, lda, a_signed, rows, K, k_padded, mr, tile);
+  const uint32_t flip4 = a_signed ? 0x80808080u : 0u;
+  const int slots = k_padded / 4;
+  uint32_t* dst = reinterpret_cast<uint32_t*>(tile);
+  for (int r = 0; r < rows; ++r) pack_a_row_quads(a + r * lda, flip4, K, slots, mr, dst + r);
+  for (int r = rows; r < mr; ++r)
+    for (int j = 0; j < slots; ++j) dst[size_t(j) * mr + r] = 0;
 }
 
 }  // namespace pyrt

@@ -17,11 +17,9 @@ void pack_b_quads(const int8_t* b, int K, int N, int nr, PackedPanels& out);
 // consecutive k (the vpmaddwd operand) while memory holds one byte per weight.
 void pack_b_pairs(const int8_t* b, int K, int N, int nr, PackedPanels& out);
 
-// A' tile of mr rows in the matching layouts: [k/4][mr][4] u8, or [k/2][mr][2] int16.
-// Missing rows and k past K are zero.
+// A' tile of mr rows in the quad layout, [k/4][mr][4] u8. Missing rows and k past K are
+// zero. (The AVX2 pair layout widens A with its own vector code.)
 void pack_a_quads(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded,
                   int mr, uint8_t* tile);
-void pack_a_pairs16(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded,
-                    int mr, uint8_t* tile);
 
 }  // namespace pyrt

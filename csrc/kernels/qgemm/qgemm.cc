@@ -170,7 +170,7 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
 
   // Few columns: each A row is used by at most two panels, so reading it in place beats
   // packing it.
-  const bool in_place = kern.tile_inplace != nullptr && panels <= 2;
+  const bool in_place = kern.tile_inplace != nullptr && pb.reads_a_in_place && panels <= 2;
   parallel_run(threads, [&](int tid) {
     const int t0 = int(int64_t(tasks) * tid / threads), t1 = int(int64_t(tasks) * (tid + 1) / threads);
     if (in_place) {

@@ -42,6 +42,9 @@ void pack_b(const int8_t* b, int K, int N, PackedPanels& out) {
   } else {
     pack_b_pairs(b, K, N, kNr, out);
     out.variant = kWidePairs;
+    // Pairs read in place would cost two byte loads and a merge per broadcast; one
+    // vector widening pass (pack_a_rows16) makes every broadcast a single load.
+    out.reads_a_in_place = false;
   }
 }
 
@@ -49,15 +52,33 @@ size_t a_tile_bytes(const PackedPanels& b) {
   return size_t(b.k_padded) * kMr * (b.variant == kMaddQuads ? 1 : 2);  // A pairs are int16
 }
 
+PYRT_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// A' for the pair layout: each row widened to int16, row-major with stride k_padded, zero
+// past K, so the kernel broadcasts a (k, k+1) pair straight from memory.
+PYRT_AVX2 void pack_a_rows16(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded,
+                             uint8_t* tile) {
+  const __m128i flip = _mm_set1_epi8(a_signed ? char(0x80) : 0);
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* src = a + r * lda;
+    int16_t* dst = reinterpret_cast<int16_t*>(tile) + size_t(r) * k_padded;
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+      const __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k)), flip);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), _mm256_cvtepu8_epi16(v));
+    }
+    for (; k < K; ++k) dst[k] = int16_t(uint8_t(src[k] ^ (a_signed ? 0x80 : 0)));
+    for (; k < k_padded; ++k) dst[k] = 0;
+  }
+}
+
 void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, const PackedPanels& b,
             uint8_t* tile) {
   if (b.variant == kMaddQuads)
     pack_a_quads(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
   else
-    pack_a_pairs16(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
+    pack_a_rows16(a, lda, a_signed, rows, K, b.k_padded, tile);
 }
-
-PYRT_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // 16 columns x 2 k of B' as int16 pairs, in two registers.
 PYRT_AVX2 inline void load_pairs(const uint8_t* p, __m256i& b0, __m256i& b1) {
@@ -136,24 +157,28 @@ PYRT_AVX2 void store_row(__m256i acc0, __m256i acc1, int m, int n0, int cols, co
 
 // Where A comes from: a packed tile, or the rows themselves (for GEMMs with so few
 // columns that packing A would cost more than it saves).
-struct PackedA {
+struct PackedQuadsA {  // [k/4][mr][4] u8
   const uint8_t* tile;
   PYRT_AVX2 int32_t operator()(int s, int r) const { return load_u32(tile + (s * kMr + r) * 4); }
 };
 
+struct PackedRows16A {  // rows of int16, stride k_padded
+  const uint8_t* tile;
+  int k_padded;
+  PYRT_AVX2 int32_t operator()(int s, int r) const { return load_u32(tile + (size_t(r) * k_padded + 2 * s) * 2); }
+};
+
 PYRT_AVX2 inline int32_t a_step(const uint8_t* a, int K, int s, uint32_t flip, int variant);
 
-template <int Variant>
-struct RowsA {
+struct RowsQuadsA {  // rows of A read in place
   const uint8_t* a;
   ptrdiff_t lda;
   int K, full;
   uint32_t flip;
   PYRT_AVX2 int32_t operator()(int s, int r) const {
     const uint8_t* row = a + r * lda;
-    if (s >= full) return a_step(row, K, s, flip, Variant);
-    if (Variant == kMaddQuads) return int32_t(uint32_t(load_u32(row + 4 * s)) ^ flip);
-    return int32_t((uint32_t(row[2 * s]) | (uint32_t(row[2 * s + 1]) << 16)) ^ (flip & 0x00800080u));
+    if (s >= full) return a_step(row, K, s, flip, kMaddQuads);
+    return int32_t(uint32_t(load_u32(row + 4 * s)) ^ flip);
   }
 };
 
@@ -205,18 +230,16 @@ void tile_variant(const ASource& a_src, const PackedPanels& b, int panel, int ro
 void tile(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0, int n0,
           const Epilogue& ep) {
   if (b.variant == kMaddQuads)
-    tile_variant<kMaddQuads>(PackedA{a_tile}, b, panel, rows, cols, m0, n0, ep);
+    tile_variant<kMaddQuads>(PackedQuadsA{a_tile}, b, panel, rows, cols, m0, n0, ep);
   else
-    tile_variant<kWidePairs>(PackedA{a_tile}, b, panel, rows, cols, m0, n0, ep);
+    tile_variant<kWidePairs>(PackedRows16A{a_tile, b.k_padded}, b, panel, rows, cols, m0, n0, ep);
 }
 
 void tile_inplace(const uint8_t* a, ptrdiff_t lda, bool a_signed, int K, const PackedPanels& b, int panel, int rows,
                   int cols, int m0, int n0, const Epilogue& ep) {
+  // Only the quad layout reads in place (pack_b clears reads_a_in_place for pairs).
   const uint32_t flip = a_signed ? 0x80808080u : 0u;
-  if (b.variant == kMaddQuads)
-    tile_variant<kMaddQuads>(RowsA<kMaddQuads>{a, lda, K, K / 4, flip}, b, panel, rows, cols, m0, n0, ep);
-  else
-    tile_variant<kWidePairs>(RowsA<kWidePairs>{a, lda, K, K / 2, flip}, b, panel, rows, cols, m0, n0, ep);
+  tile_variant<kMaddQuads>(RowsQuadsA{a, lda, K, K / 4, flip}, b, panel, rows, cols, m0, n0, ep);
 }
 
 // The A broadcast for step s of a row read in place; bytes past K read as zero, which
