@@ -156,7 +156,11 @@ def split(g: Graph, gates: list[Gate]) -> list[Segment]:
 
 
 def fire(scores: np.ndarray, rule: str, threshold: float) -> np.ndarray:
-    """Per row: does the rule fire? margin: top1 - top2 >= t; max: top1 >= t."""
+    """Per row: does the rule fire? margin: top1 - top2 >= t; max: top1 >= t. The normative
+    statement of the rule (the native ExitRunner follows it): float32 scores compare in
+    float32, integer scores exactly; a row holding NaN never fires."""
+    if scores.dtype.kind in "iub":
+        scores = scores.astype(np.float64)  # int8 top1 - top2 could wrap
     if scores.shape[1] == 0:
         return np.zeros(scores.shape[0], bool)
     if rule == "max":

@@ -16,7 +16,7 @@ from . import exits as exits_mod
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
 from .onnx_import import fuse_conv, fuse_qadd, lower_conv, passes  # noqa: F401 (lower_conv registers ops)
-from .onnx_import.lower import LOWER, Lowering, plan_evaluated_nodes, plan_time_inputs, unsupported
+from .onnx_import.lower import DTYPE_CODE, LOWER, Lowering, plan_evaluated_nodes, plan_time_inputs, unsupported
 from .ops import _isa_index, _threads
 
 _PLAN_CACHE = 16
@@ -51,6 +51,8 @@ class Model:
         self._gates = gates
         self.exits = exits_mod.Thresholds(gates) if gates else None
         self._segments = None
+        self._runners: dict = {}  # (input dtype, row shape) -> (native ExitRunner, score row shape)
+        self._runner_buckets: dict = {}
         if gates and exits:
             self._segments = [(seg, Model(seg.graph, threads=threads, isa=isa, trusted_inputs=True))
                               for seg in exits_mod.split(g, gates)]
@@ -177,41 +179,70 @@ class Model:
         return (out, exit_index) if return_exit else out
 
     def _predict_with_exits(self, x: np.ndarray):
-        thresholds = self.exits.snapshot()
-        n = x.shape[0]
-        K = len(self._gates)
-        rows = np.arange(n)
-        exit_index = np.full(n, K, np.int64)
-        carried: dict[str, np.ndarray] = {self._input_names[0]: x}
-        out = None
-        carried_nhwc: set[str] = set()
-        for k, (seg, model) in enumerate(self._segments):
-            feed = {name: carried[name] for name in model._input_names}
-            if not model._plans:  # first plan: take over the layouts the producers chose
-                model._in_nhwc = {name for name in model._input_names if name in carried_nhwc}
-            results = model.run(None, feed)
-            carried_nhwc |= model._out_nhwc
-            scores = results[0]
-            if out is None:
-                out = np.empty((n,) + scores.shape[1:], scores.dtype)
-            for name, value in zip(model._output_names[1:], results[1:]):
-                carried[name] = value
-            if seg.gate is None:
-                out[rows] = scores
-                break
-            gate = self._gates[k]
-            fired = exits_mod.fire(scores, gate.rule, thresholds[k])
-            if fired.any():
-                out[rows[fired]] = scores[fired]
-                exit_index[rows[fired]] = k
-                keep = ~fired
-                if not keep.any():
-                    break
-                rows = rows[keep]
-                carried = {name: v[keep] for name, v in carried.items()}
-        if out is None:  # an empty batch
+        n = x.shape[0] if x.ndim else 1
+        if n == 0:
             out = self.run(None, {self._input_names[0]: x})[0]
-        return out, exit_index
+            return out, np.zeros(0, np.int64)
+        runner, row_shape = self._exit_runner(x, n)
+        out, exit_index = runner.run(np.ascontiguousarray(x), list(self.exits.snapshot()), self._threads, self._isa)
+        return out.reshape((n,) + row_shape), exit_index
+
+    def _exit_runner(self, x: np.ndarray, n: int):
+        """The native exit plan for x's row shape, with plans for every power-of-two chunk
+        of up to n rows (planned on first need; later calls reuse them)."""
+        key = (x.dtype.str, x.shape[1:])
+        entry = self._runners.get(key)
+        need = n.bit_length() - 1
+        if entry is not None and entry[0].max_bucket >= need:
+            return entry[0], entry[1]
+        with self._lock:
+            buckets = self._runner_buckets.setdefault(key, [])
+            while len(buckets) <= need:
+                buckets.append(self._plan_exit_bucket(x.dtype, x.shape[1:], len(buckets)))
+            runner, row_shape = self._build_exit_runner(buckets)
+            self._runners[key] = (runner, row_shape)
+        return runner, row_shape
+
+    def _plan_exit_bucket(self, dtype, row_shape: tuple, b: int):
+        """Every segment planned for 2^b rows: (programs, buffer layout of each value handed on)."""
+        rows = 1 << b
+        layouts = {self._input_names[0]: (np.dtype(dtype), (rows,) + tuple(row_shape))}
+        nhwc: set[str] = set()
+        progs = []
+        for _, model in self._segments:
+            if not model._plans:  # first plan: take over the layouts the producers chose
+                model._in_nhwc = {name for name in model._input_names if name in nhwc}
+            arrays = [np.empty(layouts[name][1], layouts[name][0]) for name in model._input_names]
+            prog = model._program(model._key(arrays), arrays)
+            nhwc |= model._out_nhwc
+            for name, (dt, shape) in zip(model._output_names, prog.output_layouts()):
+                layouts[name] = (np.dtype(dt), tuple(shape))
+            progs.append(prog)
+        return progs, layouts
+
+    def _build_exit_runner(self, buckets):
+        layouts = buckets[0][1]  # one-row buffers
+        slots = {self._input_names[0]: 0}
+        for _, model in self._segments:
+            for name in model._output_names[1:]:
+                slots.setdefault(name, len(slots))
+        last_use = [0] * len(slots)
+        segments = []
+        for k, (seg, model) in enumerate(self._segments):
+            for name in model._input_names:
+                last_use[slots[name]] = k
+            rule = -1 if seg.gate is None else exits_mod.RULES.index(self._gates[k].rule)
+            segments.append(([progs[k] for progs, _ in buckets], [slots[name] for name in model._input_names],
+                             [slots[name] for name in model._output_names[1:]], rule))
+        row_bytes = [0] * len(slots)
+        for name, s in slots.items():
+            dt, shape = layouts[name]
+            row_bytes[s] = int(np.prod(shape[1:], dtype=np.int64)) * dt.itemsize
+        score_dt, score_shape = layouts[self._segments[-1][1]._output_names[0]]
+        row_shape = tuple(score_shape[1:])
+        runner = _native.ExitRunner(segments, row_bytes, last_use, int(np.prod(row_shape, dtype=np.int64)),
+                                    DTYPE_CODE[score_dt])
+        return runner, row_shape
 
     def exit_stats(self) -> dict:
         """Samples answered by each exit since load or the last reset_exit_stats()."""

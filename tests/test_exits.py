@@ -222,3 +222,57 @@ def test_the_shipped_student_follows_the_contract():
         decided |= f
     np.testing.assert_array_equal(idx, want_idx)
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int8, np.uint8, np.int32, np.int64])
+@pytest.mark.parametrize("rule", ["margin", "max"])
+def test_native_rule_equals_the_reference_rule(dtype, rule):
+    """The executor's rule against exits.fire, the normative one: ties, NaN rows, one and
+    zero classes, int8 extremes (top1 - top2 = 255 must not wrap) and +-inf thresholds."""
+    from pyruntime import _native
+
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    for classes in (0, 1, 2, 10):
+        if info is not None:
+            scores = rng.integers(max(info.min, -300), min(info.max, 300), (200, classes), endpoint=True).astype(dtype)
+            if classes >= 2:
+                scores[:20, :2] = [info.max, info.min]
+                scores[20:40, :2] = scores[20:40, 1:2]  # ties
+        else:
+            scores = rng.normal(0, 2, (200, classes)).astype(dtype)
+            if classes >= 2:
+                scores[:20, 1] = scores[:20, 0]  # ties
+                scores[20:30, 0] = np.nan
+                scores[30:40, 1] = np.inf
+        thresholds = [-np.inf, -1.0, 0.0, 0.5, 1.0, 3.0, 255.0, np.inf]
+        if info is not None:
+            thresholds += [float(np.median(scores)) if scores.size else 0.0]
+        for t in thresholds:
+            native = _native.ExitRunner.rule_fires(("margin", "max").index(rule), scores, t)
+            np.testing.assert_array_equal(native, fire(scores, rule, t), err_msg=f"{classes=} {t=}")
+
+
+def test_concurrent_predicts_with_exits_equal_the_single_threaded_ones():
+    """The native exit loop keeps its buffers per thread: batches of different sizes from
+    four threads at once give what each gives alone."""
+    model = pyruntime.load(gated_mlp(residual=True))
+    rng = np.random.default_rng(11)
+    batches = [rng.random((n, 32), dtype=np.float32) for n in (1, 3, 17, 64, 100, 5, 33, 2)]
+    alone = [model.predict(x, return_exit=True) for x in batches]
+    errors = []
+
+    def worker(offset):
+        for rep in range(20):
+            i = (offset + rep) % len(batches)
+            out, idx = model.predict(batches[i], return_exit=True)
+            if not (np.array_equal(out, alone[i][0]) and np.array_equal(idx, alone[i][1])):
+                errors.append(i)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({int(i) for _, idx in alone for i in idx}) == 3  # every exit is exercised

@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "../kernels/fp32/sgemm.h"
+#include "../runtime/exit_runner.h"
 #include "../runtime/program.h"
 #include "pyruntime/errors.h"
 
@@ -92,9 +93,66 @@ py::list run_program(const Program& p, const py::list& feeds, int threads, int i
   return results;
 }
 
+// Early exit: x is the model's validated input (checked by Model.predict); rows come back
+// in input order with their exit index. The whole segment loop runs without the GIL.
+py::tuple run_exits(const ExitRunner& r, const py::array& x, const std::vector<double>& thresholds, int threads,
+                    int isa) {
+  py::array xc = py::array::ensure(x, py::array::c_style);
+  const int64_t n = xc.ndim() ? xc.shape(0) : 1;
+  py::array out(py::dtype(numpy_type_num(r.score_dtype())),
+                std::vector<py::ssize_t>{py::ssize_t(n), py::ssize_t(r.classes())});
+  py::array_t<int64_t> exit_index(n);
+  void* out_data = out.mutable_data();
+  int64_t* idx = exit_index.mutable_data();
+  const void* xd = xc.data();
+  {
+    py::gil_scoped_release release;
+    r.run(xd, n, thresholds, out_data, idx, threads, Isa(isa));
+  }
+  return py::make_tuple(out, exit_index);
+}
+
 }  // namespace
 
 void bind_program(py::module_& m) {
+  py::class_<ExitRunner, std::shared_ptr<ExitRunner>>(m, "ExitRunner")
+      .def(py::init([](const py::list& segments, std::vector<int64_t> slot_row_bytes, std::vector<int> slot_last_use,
+                       int64_t classes, int score_dtype) {
+             // segments: (programs by bucket, input slots, output slots, rule: -1 none, 0 margin, 1 max)
+             std::vector<ExitSegment> segs;
+             for (py::handle h : segments) {
+               auto t = h.cast<py::tuple>();
+               ExitSegment s;
+               for (py::handle p : t[0].cast<py::list>()) s.by_bucket.push_back(p.cast<std::shared_ptr<Program>>());
+               s.in_slots = t[1].cast<std::vector<int>>();
+               s.out_slots = t[2].cast<std::vector<int>>();
+               s.rule = ExitRule(t[3].cast<int>());
+               segs.push_back(std::move(s));
+             }
+             return std::make_shared<ExitRunner>(std::move(segs), std::move(slot_row_bytes), std::move(slot_last_use),
+                                                 classes, DType(score_dtype));
+           }))
+      .def_property_readonly("max_bucket", &ExitRunner::max_bucket)
+      .def_static("rule_fires",  // the native rule on each row of a 2-D array (for tests)
+                  [](int rule, const py::array& scores, double threshold) {
+                    py::array c = py::array::ensure(scores, py::array::c_style);
+                    if (c.ndim() != 2) throw InputError("scores must be 2-D");
+                    DType dt = DType::f32;
+                    bool known = false;
+                    for (DType t : {DType::f32, DType::u8, DType::s8, DType::s32, DType::s64})
+                      if (c.dtype().num() == numpy_type_num(t)) dt = t, known = true;
+                    if (c.dtype().kind() == 'i' && c.dtype().itemsize() == 8) dt = DType::s64, known = true;
+                    if (!known) throw InputError("scores dtype must be float32, uint8, int8, int32 or int64");
+                    const int64_t rows = c.shape(0), classes = c.shape(1);
+                    py::array_t<bool> fired(rows);
+                    const auto* base = static_cast<const uint8_t*>(c.data());
+                    for (int64_t i = 0; i < rows; ++i)
+                      fired.mutable_data()[i] = exit_rule_fires(ExitRule(rule), base + i * classes * dtype_size(dt), dt,
+                                                                classes, threshold);
+                    return fired;
+                  })
+      .def("run", &run_exits, py::arg("x"), py::arg("thresholds"), py::arg("threads"), py::arg("isa"));
+
   py::class_<PackedSgemm, std::shared_ptr<PackedSgemm>>(m, "PackedSgemm")
       .def(py::init([](const py::array_t<float, py::array::c_style | py::array::forcecast>& b) {
         if (b.ndim() != 2) throw InputError("PackedSgemm needs a 2-D float32 matrix");
@@ -148,5 +206,11 @@ void bind_program(py::module_& m) {
       .def("set_io", &Program::set_io)
       .def_property_readonly("arena_bytes", &Program::arena_bytes)
       .def_property_readonly("step_count", &Program::step_count)
+      .def("output_layouts",  // (numpy dtype name, buffer shape) per output, as run() returns them
+           [](const Program& p) {
+             py::list r;
+             for (int id : p.outputs()) r.append(py::make_tuple(dtype_str(p.value(id).dtype), p.value(id).shape));
+             return r;
+           })
       .def("run", &run_program, py::arg("feeds"), py::arg("threads"), py::arg("isa"));
 }
