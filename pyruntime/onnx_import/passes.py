@@ -345,7 +345,9 @@ def _try_fuse_qdq_gemm(g: Graph, n: Node, prod, uses) -> bool:
     return True
 
 
-_SHAPE_OPS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"}
+# Ops that commute with DQ and Q of one per-tensor scale (> 0, checked at load) and zero
+# point: they move bytes, or (MaxPool) pick the largest, which both maps preserve.
+_SHAPE_OPS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool"}
 
 
 def _same_const(g: Graph, a: str, b: str) -> bool:
@@ -356,13 +358,15 @@ def _same_const(g: Graph, a: str, b: str) -> bool:
 
 
 def drop_qdq_around_shape_ops(g: Graph) -> Graph:
-    """DQ -> Reshape/Flatten/Transpose/Squeeze/Unsqueeze -> Q with the same constant per-tensor
-    scale and zero point (dtype included) runs the shape op on the quantized tensor: Q(DQ(x))
-    is x exactly, and moving bytes commutes with both. The DQ stays for its other consumers."""
+    """DQ -> Reshape/Flatten/Transpose/Squeeze/Unsqueeze/MaxPool -> Q with the same constant
+    per-tensor scale and zero point (dtype included) runs the op on the quantized tensor:
+    Q(DQ(x)) is x exactly, and the op commutes with both. The DQ stays for its other
+    consumers."""
     prod, uses = g.producers(), g.consumers()
     outputs = g.output_names()
     for n in g.nodes:
-        if n.domain != "" or n.op not in _SHAPE_OPS or not n.inputs or n.outputs[0] in outputs:
+        if n.domain != "" or n.op not in _SHAPE_OPS or not n.inputs or n.outputs[0] in outputs \
+                or len([o for o in n.outputs if o]) != 1:  # MaxPool's Indices would change meaning
             continue
         dq = prod.get(n.inputs[0])
         users = uses.get(n.outputs[0], [])
