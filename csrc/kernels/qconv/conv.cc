@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "../../runtime/thread_pool.h"
+#include "../copy_bytes.h"
 #include "../fp32/sgemm.h"
 #include "pyruntime/errors.h"
 #include "pyruntime/qgemm.h"
@@ -46,24 +47,6 @@ void im2col(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T*
         }
       }
     }
-}
-
-// Copies n bytes (n small and variable) without a libc call: im2col makes thousands of
-// copies of a few dozen bytes per image, where a call costs more than the copy.
-inline void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
-  if (n >= 16) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) std::memcpy(dst + i, src + i, 16);
-    if (i < n) std::memcpy(dst + n - 16, src + n - 16, 16);  // overlapping tail
-  } else if (n >= 8) {
-    std::memcpy(dst, src, 8);
-    std::memcpy(dst + n - 8, src + n - 8, 8);
-  } else if (n >= 4) {
-    std::memcpy(dst, src, 4);
-    std::memcpy(dst + n - 4, src + n - 4, 4);
-  } else {
-    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
-  }
 }
 
 template <typename T>

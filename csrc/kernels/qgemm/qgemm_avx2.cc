@@ -8,6 +8,7 @@
 
 #include <cstring>
 
+#include "../copy_bytes.h"
 #include "packing.h"
 #include "qgemm_kernels.h"
 #include "requant.h"
@@ -55,7 +56,10 @@ size_t a_tile_bytes(const PackedPanels& b) {
 PYRT_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // A' for the pair layout: each row widened to int16, row-major with stride k_padded, zero
-// past K, so the kernel broadcasts a (k, k+1) pair straight from memory.
+// past K, so the kernel broadcasts a (k, k+1) pair straight from memory. The tail of a
+// row (< 16 bytes) goes through a zeroed 16-byte buffer and is stored as a whole vector:
+// the 32 bytes may run past k_padded into the next row's start, which is written after
+// (rows go in order), or into the tile buffer's slack (AlignedBuffer keeps 64 bytes).
 PYRT_AVX2 void pack_a_rows16(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded,
                              uint8_t* tile) {
   const __m128i flip = _mm_set1_epi8(a_signed ? char(0x80) : 0);
@@ -67,8 +71,17 @@ PYRT_AVX2 void pack_a_rows16(const uint8_t* a, ptrdiff_t lda, bool a_signed, int
       const __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k)), flip);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), _mm256_cvtepu8_epi16(v));
     }
-    for (; k < K; ++k) dst[k] = int16_t(uint8_t(src[k] ^ (a_signed ? 0x80 : 0)));
-    for (; k < k_padded; ++k) dst[k] = 0;
+    if (k < K) {
+      alignas(16) uint8_t tail[16] = {};
+      copy_bytes(tail, src + k, size_t(K - k));
+      __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+      // Flip only the real bytes: the padding must stay zero.
+      const __m128i real = _mm_cmpgt_epi8(_mm_set1_epi8(char(K - k)), _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+      v = _mm_xor_si128(v, _mm_and_si128(flip, real));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), _mm256_cvtepu8_epi16(v));
+    } else if (k < k_padded) {
+      dst[k] = 0;
+    }
   }
 }
 
