@@ -705,33 +705,23 @@ def render_report() -> str:
         rows = RESULTS[sec].get(t, {}).get("rows", {})
         return rows.get(a), rows.get(b)
 
+    def speedup(sec, t, slow, label, need, max_drop, nd, unit):
+        """Target: 'pyrt exits on' at least `need` x faster than `slow`, within max_drop pp."""
+        on, other = pair(sec, t, "pyrt exits on", slow)
+        name = f"{sec}, {t} thread(s): {label}"
+        if not (on and other):
+            return _target(lines, name, None, False)
+        sp, drop = other["mean_us"] / on["mean_us"], 100 * (other["accuracy"] - on["accuracy"])
+        _target(lines, name, f"{sp:.2f}x ({_f(on['mean_us'], nd)} vs {_f(other['mean_us'], nd)} {unit}), "
+                f"drop {drop:+.2f} pp", sp >= need and (max_drop is None or drop <= max_drop))
+
     for t in THREADS:
-        on, off = pair("b1", t, "pyrt exits on", OFF)
-        if on and off:
-            sp, drop = off["mean_us"] / on["mean_us"], 100 * (off["accuracy"] - on["accuracy"])
-            _target(lines, f"b1, {t} thread(s): exits on vs off >= 2.0x lower mean latency at <= 0.5 pp accuracy drop",
-                    f"{sp:.2f}x ({_f(on['mean_us'])} vs {_f(off['mean_us'])} us), drop {drop:+.2f} pp",
-                    sp >= 2.0 and drop <= 0.5)
-        else:
-            _target(lines, f"b1, {t} thread(s): exits on vs off >= 2.0x at <= 0.5 pp", None, False)
+        speedup("b1", t, OFF, "exits on vs off >= 2.0x lower mean latency at <= 0.5 pp accuracy drop", 2.0, 0.5,
+                1, "us")
     for t in THREADS:
-        on, off = pair("b64", t, "pyrt exits on", OFF)
-        if on and off:
-            sp = off["mean_us"] / on["mean_us"]
-            _target(lines, f"b64, {t} thread(s): exits on vs off >= 1.6x lower mean latency",
-                    f"{sp:.2f}x ({_f(on['mean_us'], 2)} vs {_f(off['mean_us'], 2)} us/sample), "
-                    f"drop {100 * (off['accuracy'] - on['accuracy']):+.2f} pp", sp >= 1.6)
-        else:
-            _target(lines, f"b64, {t} thread(s): exits on vs off >= 1.6x", None, False)
+        speedup("b64", t, OFF, "exits on vs off >= 1.6x lower mean latency", 1.6, None, 2, "us/sample")
     for t in THREADS:
-        on, ort = pair("b1", t, "pyrt exits on", ORT)
-        if on and ort:
-            sp, drop = ort["mean_us"] / on["mean_us"], 100 * (ort["accuracy"] - on["accuracy"])
-            _target(lines, f"b1, {t} thread(s): exits on vs onnxruntime full graph >= 5x at <= 0.5 pp drop vs ORT",
-                    f"{sp:.2f}x ({_f(on['mean_us'])} vs {_f(ort['mean_us'])} us), drop {drop:+.2f} pp",
-                    sp >= 5.0 and drop <= 0.5)
-        else:
-            _target(lines, f"b1, {t} thread(s): exits on vs onnxruntime >= 5x at <= 0.5 pp", None, False)
+        speedup("b1", t, ORT, "exits on vs onnxruntime full graph >= 5x at <= 0.5 pp drop vs ORT", 5.0, 0.5, 1, "us")
     for sec in ("b1", "b64"):
         for t in THREADS:
             inf, off = pair(sec, t, "pyrt exits +inf", OFF)

@@ -51,8 +51,8 @@ class Model:
         self._gates = gates
         self.exits = exits_mod.Thresholds(gates) if gates else None
         self._segments = None
-        self._runners: dict = {}  # (input dtype, row shape) -> (native ExitRunner, score row shape)
-        self._runner_buckets: dict = {}
+        # (input dtype, row shape) -> (native ExitRunner, score row shape, planned buckets)
+        self._runners: dict = {}
         if gates and exits:
             self._segments = [(seg, Model(seg.graph, threads=threads, isa=isa, trusted_inputs=True))
                               for seg in exits_mod.split(g, gates)]
@@ -184,7 +184,7 @@ class Model:
             out = self.run(None, {self._input_names[0]: x})[0]
             return out, np.zeros(0, np.int64)
         runner, row_shape = self._exit_runner(x, n)
-        out, exit_index = runner.run(np.ascontiguousarray(x), list(self.exits.snapshot()), self._threads, self._isa)
+        out, exit_index = runner.run(x, list(self.exits.snapshot()), self._threads, self._isa)
         return out.reshape((n,) + row_shape), exit_index
 
     def _exit_runner(self, x: np.ndarray, n: int):
@@ -193,15 +193,15 @@ class Model:
         key = (x.dtype.str, x.shape[1:])
         entry = self._runners.get(key)
         need = n.bit_length() - 1
-        if entry is not None and entry[0].max_bucket >= need:
-            return entry[0], entry[1]
-        with self._lock:
-            buckets = self._runner_buckets.setdefault(key, [])
-            while len(buckets) <= need:
-                buckets.append(self._plan_exit_bucket(x.dtype, x.shape[1:], len(buckets)))
-            runner, row_shape = self._build_exit_runner(buckets)
-            self._runners[key] = (runner, row_shape)
-        return runner, row_shape
+        if entry is None or entry[0].max_bucket < need:
+            with self._lock:  # another thread may have planned them meanwhile
+                entry = self._runners.get(key)
+                buckets = list(entry[2]) if entry else []
+                while len(buckets) <= need:
+                    buckets.append(self._plan_exit_bucket(x.dtype, x.shape[1:], len(buckets)))
+                entry = self._build_exit_runner(buckets) + (buckets,)
+                self._runners[key] = entry
+        return entry[0], entry[1]
 
     def _plan_exit_bucket(self, dtype, row_shape: tuple, b: int):
         """Every segment planned for 2^b rows: (programs, buffer layout of each value handed on)."""

@@ -43,6 +43,13 @@ int numpy_type_num(DType t) {
   return -1;
 }
 
+// Whether a numpy dtype is this DType in native byte order (int64 may be numpy's long or
+// long long, both 8-byte signed).
+bool numpy_is(const py::dtype& dt, DType t) {
+  return (dt.num() == numpy_type_num(t) || (t == DType::s64 && dt.kind() == 'i' && dt.itemsize() == 8)) &&
+         dt.byteorder() != '>';
+}
+
 // The per-call path: checks each feed against the plan (dtype and exact shape), allocates
 // the outputs, then runs every step with the GIL released.
 py::list run_program(const Program& p, const py::list& feeds, int threads, int isa) {
@@ -61,8 +68,7 @@ py::list run_program(const Program& p, const py::list& feeds, int threads, int i
                        std::string(py::str(py::type::of(h).attr("__name__"))));
     py::array a = py::reinterpret_borrow<py::array>(h);
     const py::dtype dt = a.dtype();
-    if ((dt.num() != numpy_type_num(v.dtype) && !(v.dtype == DType::s64 && dt.kind() == 'i' && dt.itemsize() == 8)) ||
-        dt.byteorder() == '>')
+    if (!numpy_is(dt, v.dtype))
       throw InputError("input '" + p.input_name(i) + "' has dtype " + std::string(py::str(py::repr(dt))) +
                        ", expected " + dtype_str(v.dtype) + " in native byte order (no silent casts: convert it "
                        "with .astype(np." + dtype_str(v.dtype) + "))");
@@ -140,8 +146,7 @@ void bind_program(py::module_& m) {
                     DType dt = DType::f32;
                     bool known = false;
                     for (DType t : {DType::f32, DType::u8, DType::s8, DType::s32, DType::s64})
-                      if (c.dtype().num() == numpy_type_num(t)) dt = t, known = true;
-                    if (c.dtype().kind() == 'i' && c.dtype().itemsize() == 8) dt = DType::s64, known = true;
+                      if (numpy_is(c.dtype(), t)) dt = t, known = true;
                     if (!known) throw InputError("scores dtype must be float32, uint8, int8, int32 or int64");
                     const int64_t rows = c.shape(0), classes = c.shape(1);
                     py::array_t<bool> fired(rows);

@@ -83,20 +83,21 @@ void ExitRunner::run(const void* x, int64_t n, const std::vector<double>& thresh
   const size_t score_row = size_t(classes_) * dtype_size(score_dtype_);
   const size_t slots = slot_row_bytes_.size();
 
-  // Per-thread buffers that only grow: one per slot (slot 0 is read from x until it needs
-  // compacting), the current segment's scores, and the original index of each live row.
+  // Per-thread buffers that only grow: one per slot, the current segment's scores, and the
+  // original index of each live row. Slot 0 is read from x in place until the first
+  // compaction gathers it into its buffer.
   thread_local std::vector<std::vector<uint8_t>> slot_buf;
+  thread_local std::vector<uint8_t*> slot_ptr;
   thread_local std::vector<uint8_t> scores;
   thread_local std::vector<int64_t> rows, keep;
   if (slot_buf.size() < slots) slot_buf.resize(slots);
-  std::vector<uint8_t*> slot_ptr(slots, nullptr);
-  for (size_t s = 1; s < slots; ++s) {
+  slot_ptr.assign(slots, nullptr);
+  for (size_t s = 0; s < slots; ++s) {
     const size_t need = size_t(n) * size_t(slot_row_bytes_[s]);
     if (slot_buf[s].size() < need) slot_buf[s].resize(need);
     slot_ptr[s] = slot_buf[s].data();
   }
-  slot_ptr[0] = const_cast<uint8_t*>(static_cast<const uint8_t*>(x));  // only written once copied
-  bool x_copied = false;
+  slot_ptr[0] = const_cast<uint8_t*>(static_cast<const uint8_t*>(x));  // never written while it is x
   if (scores.size() < size_t(n) * score_row) scores.resize(size_t(n) * score_row);
   rows.resize(size_t(n));
   for (int64_t i = 0; i < n; ++i) rows[i] = i;
@@ -145,18 +146,13 @@ void ExitRunner::run(const void* x, int64_t n, const std::vector<double>& thresh
     if (kept == live) continue;
     for (size_t s = 0; s < slots; ++s) {
       if (slot_last_use_[s] <= k) continue;
+      // Rows move to the front of the slot's own buffer. keep[] rises and keep[j] >= j,
+      // so in place no row is overwritten before it is read; from x it is a gather.
       const size_t rb = size_t(slot_row_bytes_[s]);
-      if (s == 0 && !x_copied) {  // the caller's input is read-only: gather into our buffer
-        if (slot_buf[0].size() < size_t(kept) * rb) slot_buf[0].resize(size_t(kept) * rb);
-        for (int64_t j = 0; j < kept; ++j) std::memcpy(slot_buf[0].data() + j * rb, slot_ptr[0] + keep[j] * rb, rb);
-        slot_ptr[0] = slot_buf[0].data();
-        x_copied = true;
-        continue;
-      }
-      // keep[] rises and keep[j] >= j, so moving rows forward in place never overwrites
-      // a row still to be read.
+      uint8_t* dst = slot_buf[s].data();
       for (int64_t j = 0; j < kept; ++j)
-        if (keep[j] != j) std::memmove(slot_ptr[s] + j * rb, slot_ptr[s] + keep[j] * rb, rb);
+        if (dst + j * rb != slot_ptr[s] + keep[j] * rb) std::memmove(dst + j * rb, slot_ptr[s] + keep[j] * rb, rb);
+      slot_ptr[s] = dst;
     }
     live = kept;
   }

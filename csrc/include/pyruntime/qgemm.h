@@ -35,7 +35,6 @@ struct PackedPanels {
   int k_padded = 0;
   size_t panel_bytes = 0;
   bool reads_a_in_place = true;  // false where the kernel's A layout needs a packing pass
-
   AlignedBuffer data;
   const uint8_t* panel(int p) const { return data.data() + size_t(p) * panel_bytes; }
 };
