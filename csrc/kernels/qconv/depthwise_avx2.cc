@@ -74,6 +74,28 @@ struct QOut {
   }
 };
 
+// G groups of 16 channels from c: more independent sums per tap pointer loaded.
+template <typename T, int G>
+PYRT_AVX2 inline void q8_block(const DepthwiseQ& p, const T* const* tp, int64_t P, int64_t c, int64_t at,
+                               const QOut& out) {
+  __m256i a[2 * G];
+  for (int i = 0; i < 2 * G; ++i) a[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias_folded + c + 8 * i));
+  const int32_t* wp = p.pairs + c;
+  for (int64_t q = 0; q < P; ++q, wp += p.g.C) {
+    const T* t0 = tp[2 * q] + c;
+    const T* t1 = tp[2 * q + 1] + c;
+    for (int i = 0; i < G; ++i) {
+      const __m128i u = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t0 + 16 * i));
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t1 + 16 * i));
+      a[2 * i] = _mm256_add_epi32(a[2 * i], _mm256_madd_epi16(widen<T>(_mm_unpacklo_epi8(u, v)),
+                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 16 * i))));
+      a[2 * i + 1] = _mm256_add_epi32(a[2 * i + 1], _mm256_madd_epi16(widen<T>(_mm_unpackhi_epi8(u, v)),
+                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 16 * i + 8))));
+    }
+  }
+  for (int i = 0; i < 2 * G; ++i) out.store8(a[i], at, c + 8 * i);
+}
+
 template <typename T>
 PYRT_AVX2 void depthwise_q8_rows(const DepthwiseQ& p, int64_t r0, int64_t r1) {
   const ConvGeometry& g = p.g;
@@ -93,21 +115,8 @@ PYRT_AVX2 void depthwise_q8_rows(const DepthwiseQ& p, int64_t r0, int64_t r1) {
       taps.pixel(ox);
       const int64_t at = (r * g.OW + ox) * C;
       int64_t c = 0;
-      for (; c + 16 <= C; c += 16) {
-        __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias_folded + c));
-        __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias_folded + c + 8));
-        const int32_t* wp = p.pairs + c;
-        for (int64_t q = 0; q < P; ++q, wp += C) {
-          const __m128i u = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tp[2 * q] + c));
-          const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tp[2 * q + 1] + c));
-          a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(widen<T>(_mm_unpacklo_epi8(u, v)),
-                                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp))));
-          a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(widen<T>(_mm_unpackhi_epi8(u, v)),
-                                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 8))));
-        }
-        out.store8(a0, at, c);
-        out.store8(a1, at, c + 8);
-      }
+      for (; c + 32 <= C; c += 32) q8_block<T, 2>(p, tp, P, c, at, out);
+      for (; c + 16 <= C; c += 16) q8_block<T, 1>(p, tp, P, c, at, out);
       if (c + 8 <= C) {
         __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias_folded + c));
         const int32_t* wp = p.pairs + c;
@@ -148,21 +157,37 @@ PYRT_AVX2 void depthwise_f32_8c_avx2(const DepthwiseF32& p, int64_t r0, int64_t 
   const float** tp = ptrs.data();
   DepthwiseTaps<float> taps(g, p.x, zero_row.data(), tp, tp + K);
   const __m256 lo = _mm256_set1_ps(p.lo), hi = _mm256_set1_ps(p.hi);
+  // max/min return their second operand when one is NaN: NaN passes through.
+  const auto clamp = [lo, hi](__m256 v) PYRT_AVX2 { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); };
   const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(C % 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   for (int64_t r = r0; r < r1; ++r) {
     taps.start_row(r);
     for (int64_t ox = 0; ox < g.OW; ++ox) {
       taps.pixel(ox);
       float* y = p.y + (r * g.OW + ox) * C;
-      for (int64_t c = 0; c < C; c += 8) {
-        const __m256i mask = c + 8 <= C ? _mm256_set1_epi32(-1) : tail;
-        __m256 acc = _mm256_maskload_ps(p.bias + c, mask);
+      int64_t c = 0;
+      for (; c + 32 <= C; c += 32) {  // four independent FMA chains hide the FMA latency
+        __m256 a[4];
+        for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_ps(p.bias + c + 8 * i);
         const float* wp = p.w + c;
         for (int64_t t = 0; t < K; ++t, wp += C)
-          acc = _mm256_fmadd_ps(_mm256_maskload_ps(tp[t] + c, mask), _mm256_maskload_ps(wp, mask), acc);
-        // max/min return their second operand when one is NaN: NaN passes through.
-        acc = _mm256_min_ps(hi, _mm256_max_ps(lo, acc));
-        _mm256_maskstore_ps(y + c, mask, acc);
+          for (int i = 0; i < 4; ++i)
+            a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(tp[t] + c + 8 * i), _mm256_loadu_ps(wp + 8 * i), a[i]);
+        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(y + c + 8 * i, clamp(a[i]));
+      }
+      for (; c + 8 <= C; c += 8) {
+        __m256 acc = _mm256_loadu_ps(p.bias + c);
+        const float* wp = p.w + c;
+        for (int64_t t = 0; t < K; ++t, wp += C)
+          acc = _mm256_fmadd_ps(_mm256_loadu_ps(tp[t] + c), _mm256_loadu_ps(wp), acc);
+        _mm256_storeu_ps(y + c, clamp(acc));
+      }
+      if (c < C) {
+        __m256 acc = _mm256_maskload_ps(p.bias + c, tail);
+        const float* wp = p.w + c;
+        for (int64_t t = 0; t < K; ++t, wp += C)
+          acc = _mm256_fmadd_ps(_mm256_maskload_ps(tp[t] + c, tail), _mm256_maskload_ps(wp, tail), acc);
+        _mm256_maskstore_ps(y + c, tail, clamp(acc));
       }
     }
   }
