@@ -1,5 +1,6 @@
-// Depthwise convolution (group == C == M) on NHWC data: every tap is a vector loop over
-// the channel run, accumulating exact int32 (or fp32) sums per channel.
+// Depthwise convolution (group == C == M) on NHWC data. The portable kernels here keep the
+// reference's shape (skip taps outside the image, (x - x_zp) * (w - w_zp) per tap); the
+// AVX2 kernels (depthwise_avx2.cc) must reproduce their int8 bits exactly.
 #include <algorithm>
 #include <cstring>
 #include <vector>
