@@ -28,6 +28,9 @@ PYRT_AVX2 inline __m256i requant8(__m256i acc, __m256 m, __m256 lo, __m256 hi, _
   return _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), zp);
 }
 
+// The output kind is a template argument: the epilogue runs per 8 channels of every pixel,
+// too often to decide it there.
+template <OutKind kKind>
 struct QOut {
   const DepthwiseQ& p;
   __m256 m, lo, hi;  // m: the per-tensor multiplier, broadcast
@@ -38,46 +41,38 @@ struct QOut {
   // Eight channels starting at c of the output pixel at element offset `at`. Requantized
   // values already lie in the output type's range, so the saturating packs never clip.
   PYRT_AVX2 void store8(__m256i acc, int64_t at, int64_t c) const {
-    switch (p.kind) {
-      case OutKind::i32:
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<int32_t*>(p.y) + at + c), acc);
-        break;
-      case OutKind::f32:
-        _mm256_storeu_ps(static_cast<float*>(p.y) + at + c, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), mult(c)));
-        break;
-      case OutKind::u8:
-      case OutKind::s8: {
-        const __m256i r = requant8(acc, mult(c), lo, hi, zp);
-        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-        const __m128i b = p.kind == OutKind::u8 ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(p.y) + at + c), b);
-        break;
-      }
+    if constexpr (kKind == OutKind::i32) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<int32_t*>(p.y) + at + c), acc);
+    } else if constexpr (kKind == OutKind::f32) {
+      _mm256_storeu_ps(static_cast<float*>(p.y) + at + c, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), mult(c)));
+    } else {
+      const __m256i r = requant8(acc, mult(c), lo, hi, zp);
+      const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+      const __m128i b = kKind == OutKind::u8 ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(p.y) + at + c), b);
     }
   }
 
   void store1(int32_t acc, int64_t at, int64_t c) const {
     const float m1 = p.mult ? p.mult[p.per_channel ? c : 0] : 0.0f;
-    switch (p.kind) {
-      case OutKind::i32: static_cast<int32_t*>(p.y)[at + c] = acc; break;
-      case OutKind::f32: static_cast<float*>(p.y)[at + c] = float(acc) * m1; break;
-      case OutKind::u8:
-      case OutKind::s8: {
-        float v = float(acc) * m1;
-        v = std::min(std::max(v, p.lo), p.hi);
-        const int32_t q = int32_t(__builtin_roundevenf(v)) + p.out_zp;
-        if (p.kind == OutKind::u8) static_cast<uint8_t*>(p.y)[at + c] = uint8_t(q);
-        else static_cast<int8_t*>(p.y)[at + c] = int8_t(q);
-        break;
-      }
+    if constexpr (kKind == OutKind::i32) {
+      static_cast<int32_t*>(p.y)[at + c] = acc;
+    } else if constexpr (kKind == OutKind::f32) {
+      static_cast<float*>(p.y)[at + c] = float(acc) * m1;
+    } else {
+      float v = float(acc) * m1;
+      v = std::min(std::max(v, p.lo), p.hi);
+      const int32_t q = int32_t(__builtin_roundevenf(v)) + p.out_zp;
+      if constexpr (kKind == OutKind::u8) static_cast<uint8_t*>(p.y)[at + c] = uint8_t(q);
+      else static_cast<int8_t*>(p.y)[at + c] = int8_t(q);
     }
   }
 };
 
 // G groups of 16 channels from c: more independent sums per tap pointer loaded.
-template <typename T, int G>
+template <typename T, int G, typename Out>
 PYRT_AVX2 inline void q8_block(const DepthwiseQ& p, const T* const* tp, int64_t P, int64_t c, int64_t at,
-                               const QOut& out) {
+                               const Out& out) {
   __m256i a[2 * G];
   for (int i = 0; i < 2 * G; ++i) a[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.bias_folded + c + 8 * i));
   const int32_t* wp = p.pairs + c;
@@ -96,7 +91,7 @@ PYRT_AVX2 inline void q8_block(const DepthwiseQ& p, const T* const* tp, int64_t 
   for (int i = 0; i < 2 * G; ++i) out.store8(a[i], at, c + 8 * i);
 }
 
-template <typename T>
+template <typename T, OutKind kKind>
 PYRT_AVX2 void depthwise_q8_rows(const DepthwiseQ& p, int64_t r0, int64_t r1) {
   const ConvGeometry& g = p.g;
   const int64_t C = g.C, K = g.kh * g.kw, P = (K + 1) / 2;
@@ -107,7 +102,7 @@ PYRT_AVX2 void depthwise_q8_rows(const DepthwiseQ& p, int64_t r0, int64_t r1) {
   const T** tp = ptrs.data();
   tp[K] = zp_row.data();  // partner of an odd last tap; its weight in the pair is 0
   DepthwiseTaps<T> taps(g, static_cast<const T*>(p.x), zp_row.data(), tp, tp + K + 1);
-  const QOut out{p, _mm256_set1_ps(p.mult ? p.mult[0] : 0.0f), _mm256_set1_ps(p.lo), _mm256_set1_ps(p.hi),
+  const QOut<kKind> out{p, _mm256_set1_ps(p.mult ? p.mult[0] : 0.0f), _mm256_set1_ps(p.lo), _mm256_set1_ps(p.hi),
                  _mm256_set1_epi32(p.out_zp)};
   for (int64_t r = r0; r < r1; ++r) {
     taps.start_row(r);
@@ -138,11 +133,21 @@ PYRT_AVX2 void depthwise_q8_rows(const DepthwiseQ& p, int64_t r0, int64_t r1) {
   }
 }
 
+template <typename T>
+void depthwise_q8_typed(const DepthwiseQ& p, int64_t r0, int64_t r1) {
+  switch (p.kind) {
+    case OutKind::i32: return depthwise_q8_rows<T, OutKind::i32>(p, r0, r1);
+    case OutKind::f32: return depthwise_q8_rows<T, OutKind::f32>(p, r0, r1);
+    case OutKind::u8: return depthwise_q8_rows<T, OutKind::u8>(p, r0, r1);
+    case OutKind::s8: return depthwise_q8_rows<T, OutKind::s8>(p, r0, r1);
+  }
+}
+
 }  // namespace
 
 void depthwise_q8_16c_avx2(const DepthwiseQ& p, int64_t r0, int64_t r1) {
-  if (p.x_signed) return depthwise_q8_rows<int8_t>(p, r0, r1);
-  depthwise_q8_rows<uint8_t>(p, r0, r1);
+  if (p.x_signed) return depthwise_q8_typed<int8_t>(p, r0, r1);
+  depthwise_q8_typed<uint8_t>(p, r0, r1);
 }
 
 // fp32: FMA, as the fp32 GEMM; checked against onnxruntime with a tolerance. Taps outside
