@@ -84,8 +84,8 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
     case kMaxPool: return max_pool_op(s, io);
     case kAvgPool: return avg_pool_op(s, io);
     case kPoolNd: return pool_nd_op(s, io);
-    case kDepthwiseQ: return depthwise_q_op(s, io);
-    case kDepthwiseF32: return depthwise_f32_op(s, io);
+    case kDepthwiseQ: return depthwise_q_op(s, io, ctx);
+    case kDepthwiseF32: return depthwise_f32_op(s, io, ctx);
   }
   throw UnsupportedError("executor has no kernel for op code " + std::to_string(s.op));
 }

@@ -162,6 +162,21 @@ def _reads_nhwc(low: Lowering, x: str) -> bool:
     return x in low.nhwc or (len(shape) == 4 and shape[1] == 1)
 
 
+def _depthwise_q_constants(w, w_zp, bias, a_zp) -> np.ndarray:
+    """bias, (w - w_zp) as [ky][kx][C], then the tap-pair layout (csrc/kernels/qconv/conv.h):
+    the bias with a_zp * sum(w - w_zp) taken off, so kernels multiply raw activations
+    (padding reads a_zp, which cancels), and taps 2p, 2p+1 as one int16 pair per int32."""
+    M = w.shape[0]
+    wz = w.astype(np.int32) - np.broadcast_to(w_zp.reshape(-1), (M,)).reshape(M, 1, 1, 1)
+    taps = wz[:, 0].transpose(1, 2, 0).reshape(-1, M)  # [ky*kx][C]
+    bias = (bias if bias is not None else np.zeros(M, np.int32)).astype(np.int64)
+    folded = (bias - int(a_zp) * taps.sum(0, dtype=np.int64)).astype(np.int32)  # wraps as the int32 sums do
+    pairs = np.zeros((-(-taps.shape[0] // 2) * 2, M), np.int16)
+    pairs[:taps.shape[0]] = taps  # |w - w_zp| <= 255
+    pairs = np.ascontiguousarray(pairs.reshape(-1, 2, M).transpose(0, 2, 1)).view(np.int32).reshape(-1)
+    return np.concatenate([bias.astype(np.int32), taps.reshape(-1), folded, pairs])
+
+
 def _nhwc_packs(at: dict, group: int) -> list:
     """Per-group weights with K in (ky, kx, c) order, for NHWC inputs; packed on first use."""
     if "native_nhwc" not in at:
@@ -186,11 +201,8 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         low.define(n.outputs[0], at["out_dtype"], out)
         in_nhwc, out_nhwc = _reads_nhwc(low, x), len(out) == 4
         if _is_depthwise(low, x, w.shape, group):
-            if "_dw" not in at:  # bias, then (w - w_zp) as [ky][kx][C]
-                M = w.shape[0]
-                wz = w.astype(np.int32) - np.broadcast_to(at["w_zp"].reshape(-1), (M,)).reshape(M, 1, 1, 1)
-                bias = at["bias"] if at["bias"] is not None else np.zeros(M, np.int32)
-                at["_dw"] = np.concatenate([bias.astype(np.int32), wz[:, 0].transpose(1, 2, 0).reshape(-1)])
+            if "_dw" not in at:
+                at["_dw"] = _depthwise_q_constants(w, at["w_zp"], at["bias"], at["a_zp"])
             low.emit("depthwise_q", [x], [n.outputs[0]],
                      ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"]],
                      i32=at["_dw"], f32=at["mult"] if at["mult"] is not None else ())

@@ -19,10 +19,13 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void max_pool_op(const Step& s, const StepIO& io);
 void avg_pool_op(const Step& s, const StepIO& io);
 // Depthwise (group == channels == outputs), NHWC in and out: ints ConvGeometry(16) then,
-// for int8, a_zp, out_kind, out_zp, lo, hi; i32 = bias[C] + (w - w_zp)[kh][kw][C];
-// f32 = multipliers. fp32: f32 = bias[C] + w[kh][kw][C]; floats lo, hi.
-void depthwise_q_op(const Step& s, const StepIO& io);
-void depthwise_f32_op(const Step& s, const StepIO& io);
+// for int8, a_zp, out_kind, out_zp, lo, hi; i32 = bias[C] + (w - w_zp)[kh][kw][C], then the
+// tap-pair layout of the vector kernels: bias[C] - a_zp * sum over taps of (w - w_zp), and
+// [(kh*kw+1)/2][C] int32 holding int16 (w - w_zp) of taps 2p (low half) and 2p+1 (high
+// half, 0 past the last tap); f32 = multipliers. fp32: f32 = bias[C] + w[kh][kw][C];
+// floats lo, hi. Output rows are split across ctx.threads.
+void depthwise_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
+void depthwise_f32_op(const Step& s, const StepIO& io, const RunContext& ctx);
 // Max or average pooling of any spatial rank, optionally with MaxPool's Indices output.
 void pool_nd_op(const Step& s, const StepIO& io);
 
