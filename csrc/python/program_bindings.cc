@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "../kernels/fp32/sgemm.h"
+#include "../kernels/qconv/conv_window.h"
 #include "../runtime/exit_runner.h"
 #include "../runtime/program.h"
 #include "pyruntime/errors.h"
@@ -121,6 +122,8 @@ py::tuple run_exits(const ExitRunner& r, const py::array& x, const std::vector<d
 }  // namespace
 
 void bind_program(py::module_& m) {
+  m.def("conv_window_applies", [](const std::vector<int64_t>& ints) { return window_conv_applies(ints); },
+        "Whether a conv_q step with these ints runs the direct small-window kernel on AVX2 paths.");
   py::class_<ExitRunner, std::shared_ptr<ExitRunner>>(m, "ExitRunner")
       .def(py::init([](const py::list& segments, std::vector<int64_t> slot_row_bytes, std::vector<int> slot_last_use,
                        int64_t classes, int score_dtype) {

@@ -8,6 +8,7 @@
 #include "../../runtime/thread_pool.h"
 #include "../copy_bytes.h"
 #include "../fp32/sgemm.h"
+#include "conv_window.h"
 #include "pyruntime/errors.h"
 #include "pyruntime/qgemm.h"
 
@@ -260,6 +261,14 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   const std::vector<float>& mult = general ? rt.mult : s.f32;
   const bool mult_per_channel = int64_t(mult.size()) == g.M;
   const bool in_nhwc = s.ints.size() > 23 && s.ints[22], out_nhwc = s.ints.size() > 23 && s.ints[23];
+  // A first layer's small window skips im2col: it is gathered and widened per pixel.
+  const bool has_avx2 = ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni;
+  if (has_avx2 && window_conv_applies(s.ints)) {
+    const WindowConvArgs wa{g,        x,          a_signed, a_zp, groups.empty() ? s.qweights.get() : groups[0].get(), bias.empty() ? nullptr : bias.data(),
+                            mult.data(), int(mult.size()), kind, base.out_zero_point, base.lo, base.hi, y,
+                            ctx.threads};
+    return conv_q8_window_6x16_avx2(wa);
+  }
   // One image at a time; `threads` goes to that image's GEMMs.
   auto image = [&](int64_t n, int threads) {
     uint8_t* col = scratch_of<uint8_t>(0, size_t(pixels) * kcols);

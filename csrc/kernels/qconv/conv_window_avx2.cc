@@ -1,0 +1,216 @@
+// Direct int8 convolution for small windows (a network's first layer: 1 or 3 input
+// channels, K = kh*kw*C <= 32). im2col + GEMM spends ~200 instructions per output pixel
+// there on gathering 9 or 27 bytes and re-reading them to widen, against ~60 for the
+// multiplies. Here each pixel's window goes straight from a zero-point-padded band of
+// input rows into one row of int16: one 16-byte load and one pshufb per window row, one
+// widening. The channels then accumulate in registers, 16 per panel, with vpmaddwd on
+// (k, k+1) pairs, and leave through the GEMM epilogue (same bits as every other path).
+//
+// Exactness: activations stay raw (u8 0..255 or s8 -128..127) and weights are w - w_zp
+// (|.| <= 255), so each pair sum is < 2^17 and the int32 accumulator holds the exact sum;
+// the activation zero point folds into a per-channel correction, and padding reads the
+// zero point itself, so it contributes nothing.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "../../runtime/thread_pool.h"
+#include "../qgemm/epilogue_avx2.h"
+#include "../qgemm/packing.h"
+#include "../qgemm/requant.h"
+#include "conv_window.h"
+#include "pyruntime/errors.h"
+
+namespace pyrt {
+namespace {
+
+constexpr int kRowInts = 32;       // int16 per widened window row: K <= 32
+constexpr int kPixelsPerTile = 6;  // pixels sharing each weight load
+constexpr int kPanel = 16;         // output channels per register pair
+constexpr int64_t kMinMacsPerThread = 1 << 16;
+
+template <typename T>
+T* grow(AlignedBuffer& b, size_t count) {
+  if (b.size() < count * sizeof(T)) b = AlignedBuffer(std::max(count * sizeof(T), b.size() * 2));
+  return reinterpret_cast<T*>(b.data());
+}
+
+// Weights as int16 (w - w_zp) pairs in panels of 16 channels, zero past K and M, plus the
+// epilogue arrays: correction bias - a_zp * sum_k (w - w_zp), multipliers, b_zp (unused).
+struct WindowWeights {
+  const int16_t* pairs;
+  int pair_steps;
+  Epilogue ep;
+};
+
+WindowWeights prepare_weights(const WindowConvArgs& a, int K, int M) {
+  thread_local AlignedBuffer pair_buf, array_buf;
+  const int steps = (K + 1) / 2, panels = (M + kPanel - 1) / kPanel, m_pad = panels * kPanel;
+  int16_t* pairs = grow<int16_t>(pair_buf, size_t(panels) * steps * kPanel * 2);
+  std::memset(pairs, 0, size_t(panels) * steps * kPanel * 2 * sizeof(int16_t));
+  int32_t* arrays = grow<int32_t>(array_buf, size_t(m_pad) * 3);
+  std::memset(arrays, 0, size_t(m_pad) * 3 * 4);
+  int32_t* corr = arrays;
+  float* mult = reinterpret_cast<float*>(arrays + m_pad);
+  const int8_t* w = a.w->shifted();  // K x M, in the s8 domain with its zero points
+  const int32_t* zp = a.w->zero_points();
+  for (int n = 0; n < M; ++n) {
+    int32_t sum = 0;
+    for (int k = 0; k < K; ++k) {
+      const int v = int(w[size_t(k) * M + n]) - zp[n];
+      sum += v;
+      pairs[((size_t(n / kPanel) * steps + k / 2) * kPanel + n % kPanel) * 2 + k % 2] = int16_t(v);
+    }
+    corr[n] = wrap_add(a.bias ? a.bias[n] : 0, -wrap_mul(a.a_zp, sum));
+    mult[n] = a.out == OutKind::i32 ? 1.0f : a.mult[a.n_mult == 1 ? 0 : n];
+  }
+  WindowWeights ww{pairs, steps, {}};
+  ww.ep.out = a.out;
+  ww.ep.col_corr = corr;
+  ww.ep.row_sums = nullptr;
+  ww.ep.b_zp = arrays + 2 * m_pad;
+  ww.ep.mult = mult;
+  ww.ep.lo_f = float(a.lo - a.out_zp);
+  ww.ep.hi_f = float(a.hi - a.out_zp);
+  ww.ep.out_zp = a.out_zp;
+  ww.ep.c = a.y;
+  ww.ep.ldc = M;
+  return ww;
+}
+
+// R pixels x one panel of 16 channels, from widened window rows.
+template <int R>
+PYRT_AVX2 void tile_pixels(const int16_t* rows, const WindowWeights& ww, int panel, int cols, int64_t m0) {
+  __m256i acc[R][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const int16_t* wp = ww.pairs + size_t(panel) * ww.pair_steps * kPanel * 2;
+  for (int s = 0; s < ww.pair_steps; ++s) {
+    const __m256i b0 = avx2::load(wp + s * 32), b1 = avx2::load(wp + s * 32 + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, rows + r * kRowInts + 2 * s, 4);
+      const __m256i av = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) avx2::store_row(acc[r][0], acc[r][1], int(m0 + r), panel * kPanel, cols, ww.ep);
+}
+
+void tile_any(int rows_n, const int16_t* rows, const WindowWeights& ww, int panel, int cols, int64_t m0) {
+  switch (rows_n) {
+    case 1: return tile_pixels<1>(rows, ww, panel, cols, m0);
+    case 2: return tile_pixels<2>(rows, ww, panel, cols, m0);
+    case 3: return tile_pixels<3>(rows, ww, panel, cols, m0);
+    case 4: return tile_pixels<4>(rows, ww, panel, cols, m0);
+    case 5: return tile_pixels<5>(rows, ww, panel, cols, m0);
+    default: return tile_pixels<6>(rows, ww, panel, cols, m0);
+  }
+}
+
+// One pshufb "move" per (window row ky, half h of the window) that share bytes: it takes
+// run = kw*C bytes from the start of a load at row ky and puts them at ky*run in half h
+// (bytes 16h..16h+15), zeroing the rest.
+struct Gather {
+  struct Move {
+    alignas(16) int8_t mask[16];
+    int ky, half;
+  };
+  Move moves[16];
+  int count, halves;
+};
+
+Gather make_gather(int kh, int run) {
+  Gather gt{};
+  gt.halves = kh * run > 16 ? 2 : 1;
+  for (int h = 0; h < gt.halves; ++h)
+    for (int ky = 0; ky < kh; ++ky) {
+      if (ky * run >= 16 * (h + 1) || (ky + 1) * run <= 16 * h) continue;
+      Gather::Move& mv = gt.moves[gt.count++];
+      mv.ky = ky;
+      mv.half = h;
+      for (int p = 0; p < 16; ++p) {
+        const int j = 16 * h + p - ky * run;
+        mv.mask[p] = j >= 0 && j < run ? int8_t(j) : int8_t(-128);
+      }
+    }
+  return gt;
+}
+
+// One output row (image n, row oy): fills the band, widens every pixel's window, runs
+// the tiles.
+PYRT_AVX2 void output_row(const WindowConvArgs& a, const WindowWeights& ww, const Gather& gt, int64_t n, int64_t oy,
+                          uint8_t* band, size_t band_stride, int16_t* rows) {
+  const ConvGeometry& g = a.g;
+  const int64_t C = g.C, padded_w = (g.OW - 1) * g.sw + g.kw;
+  for (int64_t ky = 0; ky < g.kh; ++ky) {
+    uint8_t* dst = band + ky * band_stride;
+    std::memset(dst, uint8_t(a.a_zp), band_stride);
+    const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+    if (iy < 0 || iy >= g.H) continue;
+    const int64_t ix0 = std::max<int64_t>(0, -g.pl), ix1 = std::min<int64_t>(g.W, padded_w - g.pl);
+    if (ix1 > ix0) std::memcpy(dst + (ix0 + g.pl) * C, a.x + ((n * g.H + iy) * g.W + ix0) * C, size_t((ix1 - ix0) * C));
+  }
+  const int panels = int((g.M + kPanel - 1) / kPanel);
+  const int64_t row_base = (n * g.OH + oy) * g.OW;
+  for (int64_t ox0 = 0; ox0 < g.OW; ox0 += kPixelsPerTile) {
+    const int count = int(std::min<int64_t>(kPixelsPerTile, g.OW - ox0));
+    for (int r = 0; r < count; ++r) {
+      const uint8_t* src = band + (ox0 + r) * g.sw * C;
+      __m128i half[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
+      for (int i = 0; i < gt.count; ++i) {
+        const Gather::Move& mv = gt.moves[i];
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + mv.ky * band_stride));
+        half[mv.half] = _mm_or_si128(half[mv.half], _mm_shuffle_epi8(v, _mm_load_si128(reinterpret_cast<const __m128i*>(mv.mask))));
+      }
+      // Bytes past K are zero before widening, so they stay zero as s8 too.
+      for (int h = 0; h < gt.halves; ++h) {
+        const __m256i wide = a.a_signed ? _mm256_cvtepi8_epi16(half[h]) : _mm256_cvtepu8_epi16(half[h]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + r * kRowInts + 16 * h), wide);
+      }
+    }
+    for (int p = 0; p < panels; ++p)
+      tile_any(count, rows, ww, p, int(std::min<int64_t>(kPanel, g.M - p * kPanel)), row_base + ox0);
+  }
+}
+
+}  // namespace
+
+bool window_conv_applies(const std::vector<int64_t>& ints) {
+  // ints: geometry[16], a_zp, out_kind, out_zp, lo, hi, mode (0: constant weights), in_nhwc, out_nhwc
+  const ConvGeometry g = ConvGeometry::from(ints);
+  const bool layouts = ints.size() > 23 && ints[21] == 0 && (ints[22] || g.C == 1) && ints[23];
+  return layouts && g.group == 1 && g.dw == 1 && g.kw * g.C <= 16 && g.kh * g.kw * g.C <= kRowInts && g.kh <= 8;
+}
+
+void conv_q8_window_6x16_avx2(const WindowConvArgs& a) {
+  const ConvGeometry& g = a.g;
+  const int K = int(g.kh * g.kw * g.C), M = int(g.M);
+  int64_t max_bias = 0;
+  if (a.bias)
+    for (int n = 0; n < M; ++n) max_bias = std::max(max_bias, std::abs(int64_t(a.bias[n])));
+  const int64_t worst = qgemm_worst_case(*a.w, a.a_signed, a.a_zp, max_bias);
+  if (worst > INT32_MAX)
+    throw UnsupportedError("int8 convolution with K=" + std::to_string(K) + " could reach |acc + bias| = " +
+                           std::to_string(worst) + " > 2^31-1 and wrap int32");
+  const WindowWeights ww = prepare_weights(a, K, M);
+  const Gather gt = make_gather(int(g.kh), int(g.kw * g.C));
+  // The band holds kh zero-point-padded input rows, with slack for a 16-byte over-read.
+  const size_t band_stride = size_t(((g.OW - 1) * g.sw + g.kw) * g.C + 16);
+  const int64_t out_rows = g.N * g.OH;
+  const int64_t macs = out_rows * g.OW * M * K;
+  const int par = int(std::max<int64_t>(1, std::min<int64_t>({a.threads, max_threads(), out_rows,
+                                                              macs / kMinMacsPerThread})));
+  parallel_run(par, [&](int tid) {
+    thread_local AlignedBuffer band_buf, rows_buf;
+    uint8_t* band = grow<uint8_t>(band_buf, band_stride * size_t(g.kh));
+    int16_t* rows = grow<int16_t>(rows_buf, size_t(kPixelsPerTile) * kRowInts);
+    for (int64_t r = out_rows * tid / par; r < out_rows * (tid + 1) / par; ++r)
+      output_row(a, ww, gt, r / g.OH, r % g.OH, band, band_stride, rows);
+  });
+}
+
+}  // namespace pyrt
