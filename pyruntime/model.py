@@ -56,10 +56,12 @@ class Model:
         if gates and exits:
             self._segments = [(seg, Model(seg.graph, threads=threads, isa=isa, trusted_inputs=True))
                               for seg in exits_mod.split(g, gates)]
-        self._stats = np.zeros(len(gates) + 1 if gates else 1, np.int64)
+        self._stats = [0] * (len(gates) + 1 if gates else 1)  # samples per exit, the final head last
         self._stats_lock = threading.Lock()
         self.inputs = [IOInfo(i.name, i.dtype, tuple(i.shape)) for i in g.inputs]
         self.outputs = [IOInfo(o.name, o.dtype, tuple(o.shape)) for o in g.outputs]
+        first = self.inputs[0].shape if self.inputs else ()
+        self._fixed_batch = first[0] if first and isinstance(first[0], int) else None
         self._input_names = [i.name for i in self.inputs]
         self._output_names = [o.name for o in self.outputs]
         self._output_pos = {n: i for i, n in enumerate(self._output_names)}
@@ -167,24 +169,38 @@ class Model:
             raise InputError(f"predict needs a single-input model; this one has {self._input_names}: use run()")
         if self._segments is None:
             out = self.run(None, {self._input_names[0]: x})[0]
-            exit_index = np.full(out.shape[0] if out.ndim else 1, len(self._gates or ()), np.int64)
-        else:
+            n = out.shape[0] if out.ndim else 1
+            with self._stats_lock:
+                self._stats[-1] += n
+            return (out, np.full(n, len(self._stats) - 1, np.int64)) if return_exit else out
+        out, exit_index = self._predict_with_exits(x)
+        with self._stats_lock:
+            if len(exit_index) == 1:
+                self._stats[int(exit_index[0])] += 1
+            else:
+                for k, c in enumerate(np.bincount(exit_index, minlength=len(self._stats)).tolist()):
+                    self._stats[k] += c
+        return (out, exit_index) if return_exit else out
+
+    def _predict_with_exits(self, x):
+        # Fast path: an input whose dtype and row shape were checked and planned before (the
+        # runner re-checks nothing, so a fixed batch dimension is checked here).
+        try:
+            entry = self._runners.get((x.dtype.str, x.shape[1:]))
+            n = x.shape[0]
+        except (AttributeError, IndexError):
+            entry = None
+        if entry is None or not 0 < n < (2 << entry[0].max_bucket) or self._fixed_batch not in (None, n):
             if not isinstance(x, np.ndarray):
                 raise InputError(f"input '{self._input_names[0]}' must be a numpy array, got {type(x).__name__}")
             self._check_feed({self._input_names[0]: x})
-            out, exit_index = self._predict_with_exits(x)
-        counts = np.bincount(exit_index, minlength=len(self._stats))
-        with self._stats_lock:
-            self._stats += counts
-        return (out, exit_index) if return_exit else out
-
-    def _predict_with_exits(self, x: np.ndarray):
-        n = x.shape[0] if x.ndim else 1
-        if n == 0:
-            out = self.run(None, {self._input_names[0]: x})[0]
-            return out, np.zeros(0, np.int64)
-        runner, row_shape = self._exit_runner(x, n)
-        out, exit_index = runner.run(x, list(self.exits.snapshot()), self._threads, self._isa)
+            n = x.shape[0] if x.ndim else 1
+            if n == 0:
+                out = self.run(None, {self._input_names[0]: x})[0]
+                return out, np.zeros(0, np.int64)
+            entry = self._exit_runner(x, n)
+        runner, row_shape = entry[0], entry[1]
+        out, exit_index = runner.run(x, self.exits.snapshot(), self._threads, self._isa)
         return out.reshape((n,) + row_shape), exit_index
 
     def _exit_runner(self, x: np.ndarray, n: int):
@@ -201,7 +217,7 @@ class Model:
                     buckets.append(self._plan_exit_bucket(x.dtype, x.shape[1:], len(buckets)))
                 entry = self._build_exit_runner(buckets) + (buckets,)
                 self._runners[key] = entry
-        return entry[0], entry[1]
+        return entry
 
     def _plan_exit_bucket(self, dtype, row_shape: tuple, b: int):
         """Every segment planned for 2^b rows: (programs, buffer layout of each value handed on)."""
@@ -247,13 +263,13 @@ class Model:
     def exit_stats(self) -> dict:
         """Samples answered by each exit since load or the last reset_exit_stats()."""
         with self._stats_lock:
-            counts = self._stats.copy()
+            counts = list(self._stats)
         names = [g.output for g in (self._gates or [])] + [self._output_names[0]]
-        return {"counts": dict(zip(names, counts.tolist())), "total": int(counts.sum())}
+        return {"counts": dict(zip(names, counts)), "total": sum(counts)}
 
     def reset_exit_stats(self) -> None:
         with self._stats_lock:
-            self._stats[:] = 0
+            self._stats = [0] * len(self._stats)
 
     def summary(self) -> str:
         """Per node: the kernel chosen, dtypes and fusions; plus the arena of the last plan."""

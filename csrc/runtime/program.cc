@@ -81,7 +81,7 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
     case kBatchNorm: return batch_norm_op(s, io);
     case kConvF32: return conv_f32_op(s, io, ctx);
     case kConvQ: return conv_q_op(s, io, ctx);
-    case kMaxPool: return max_pool_op(s, io);
+    case kMaxPool: return max_pool_op(s, io, ctx);
     case kAvgPool: return avg_pool_op(s, io);
     case kPoolNd: return pool_nd_op(s, io);
     case kDepthwiseQ: return depthwise_q_op(s, io, ctx);
