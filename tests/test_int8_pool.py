@@ -120,9 +120,9 @@ def test_contrib_pools_match_onnxruntime(dtype, channels_last, op, attrs):
     assert np.abs(got.astype(np.int32) - want.astype(np.int32)).max() <= 1
 
 
-def _qdq_gap_model(dtype, c_in, c_out, hw, seed, with_conv=True):
+def _qdq_gap_model(dtype, c_in, c_out, hw, seed, with_conv=True, pool="GlobalAveragePool", **pool_attrs):
     """x (float) -> Q -> DQ -> [Conv (DQ weights) + bias -> Relu -> Q -> DQ] -> GlobalAveragePool
-    -> Q -> DQ -> y, the chain onnxruntime's quantize_static writes."""
+    (or `pool`) -> Q -> DQ -> y, the chain onnxruntime's quantize_static writes."""
     rng = np.random.default_rng(seed)
     zp = lambda v: np.array(v, dtype)
     c = dict(xs=np.float32(0.03), xz=zp(3 if dtype == np.uint8 else -2), hs=np.float32(0.02),
@@ -144,11 +144,11 @@ def _qdq_gap_model(dtype, c_in, c_out, hw, seed, with_conv=True):
                   helper.make_node("QuantizeLinear", ["relu", "hs", "hz"], ["hq"]),
                   helper.make_node("DequantizeLinear", ["hq", "hs", "hz"], ["hd"])]
         feat = "hd"
-    nodes += [helper.make_node("GlobalAveragePool", [feat], ["gap"]),
+    nodes += [helper.make_node(pool, [feat], ["gap"], **pool_attrs),
               helper.make_node("QuantizeLinear", ["gap", "gs", "gz"], ["gq"]),
               helper.make_node("DequantizeLinear", ["gq", "gs", "gz"], ["y"])]
     g = helper.make_graph(nodes, "qgap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c_in, hw, hw])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", 1, 1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])],
                           [numpy_helper.from_array(np.asarray(v), k) for k, v in c.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
@@ -185,3 +185,17 @@ def test_qdq_gap_is_the_reference_and_near_the_float_chain(isa, dtype):
     got = m.run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, ref.dequantize_linear(exact, c["gs"], int(c["gz"])))
     assert np.abs(exact.astype(np.int32) - float_chain.astype(np.int32)).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8], ids=["u8", "s8"])
+def test_qdq_average_pool_fuses_on_channels_last_input(dtype):
+    """A windowed pool after a conv reads and writes channels-last; the graph output
+    still leaves NCHW, within one step of onnxruntime's float pool."""
+    model = _qdq_gap_model(dtype, 3, 16, 9, seed=12, pool="AveragePool", kernel_shape=[3, 3], strides=[2, 2],
+                           pads=[1, 1, 1, 1])
+    x = np.random.default_rng(13).standard_normal((2, 3, 9, 9)).astype(np.float32) * 2
+    m = pyruntime.load(model, threads=1)
+    assert "QAvgPool fused[DequantizeLinear + AveragePool + QuantizeLinear]" in m.summary()
+    got, want = m.run(None, {"x": x})[0], _ort_run(model, x)
+    assert got.shape == want.shape == (2, 16, 5, 5)
+    assert np.abs(got - want).max() <= 0.011 * 1.0001  # one output step
