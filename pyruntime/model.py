@@ -15,7 +15,7 @@ from . import _native
 from . import exits as exits_mod
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
-from .onnx_import import fuse_conv, fuse_qadd, lower_conv, passes  # noqa: F401 (lower_conv registers ops)
+from .onnx_import import fuse_conv, fuse_qadd, fuse_qpool, lower_conv, passes  # noqa: F401 (they register ops)
 from .onnx_import.lower import DTYPE_CODE, LOWER, Lowering, plan_evaluated_nodes, plan_time_inputs, unsupported
 from .ops import _isa_index, _threads
 
@@ -291,7 +291,7 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
     g = graph_mod.from_model(proto)
     g = passes.run_all(g)
     g = fuse_conv.fuse_float_conv(fuse_conv.fuse_qdq_conv(fuse_conv.fuse_qoperator_conv(g)))
-    g = passes.remove_dead(fuse_qadd.fuse_qdq_add(g))
+    g = passes.remove_dead(fuse_qpool.fuse_qdq_avg_pool(fuse_qadd.fuse_qdq_add(g)))
     planned = plan_evaluated_nodes(g)  # computed from constants and shapes by every plan
     for n in g.nodes:
         if (n.domain, n.op) not in LOWER and id(n) not in planned:

@@ -128,3 +128,58 @@ def quantize_linear(x, scale, zero_point, dtype) -> np.ndarray:
 
 def dequantize_linear(q, scale, zero_point) -> np.ndarray:
     return (np.asarray(q, dtype=np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)
+
+
+def avg_pool_multiplier(x_scale, y_scale, count) -> np.float32:
+    """m = f32(s_x / (s_y * count)), computed in double and rounded once to float32."""
+    return np.float32(np.float64(x_scale) / (np.float64(y_scale) * np.float64(count)))
+
+
+def qlinear_avg_pool(x, x_scale, x_zero_point, y_scale, y_zero_point, *, kernel, strides=(1, 1),
+                     pads=(0, 0, 0, 0), count_include_pad=False, ceil_mode=False) -> np.ndarray:
+    """Quantized 2-D average pool of NCHW data (QLinearAveragePool, DQ -> AveragePool -> Q):
+    per window, acc = sum over in-image taps of (x - x_zp) in int64, count = the taps inside
+    the image (or inside the padded image with count_include_pad), then
+    requantize(acc, avg_pool_multiplier(s_x, s_y, count), y_zp) over the full range of
+    y_zp's dtype. Padding contributes nothing to acc, as x_zp dequantizes to zero; ceil_mode
+    windows may reach past the end pads, which count only up to the padded extent (ONNX)."""
+    y_zp = np.asarray(y_zero_point)
+    lo, hi = dtype_range(y_zp.dtype)
+    x64 = np.asarray(x, np.int64) - np.int64(x_zero_point)
+    N, C, H, W = x64.shape
+    kh, kw = kernel
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    def extent(size, k, s, begin, end):
+        span = size + begin + end - k
+        out = (-(-span // s) if ceil_mode else span // s) + 1
+        return out - 1 if ceil_mode and (out - 1) * s >= size + begin else out
+
+    OH, OW = extent(H, kh, sh, pt, pb), extent(W, kw, sw, pl, pr)
+    acc = np.zeros((N, C, OH, OW), np.int64)
+    mult = np.zeros((OH, OW), np.float32)
+    for oy in range(OH):
+        for ox in range(OW):
+            y0, x0 = oy * sh - pt, ox * sw - pl
+            ys, xs = slice(max(y0, 0), min(y0 + kh, H)), slice(max(x0, 0), min(x0 + kw, W))
+            acc[:, :, oy, ox] = x64[:, :, ys, xs].sum(axis=(2, 3))
+            if count_include_pad:
+                count = (min(y0 + kh, H + pb) - max(y0, -pt)) * (min(x0 + kw, W + pr) - max(x0, -pl))
+            else:
+                count = (ys.stop - ys.start) * (xs.stop - xs.start)
+            mult[oy, ox] = avg_pool_multiplier(x_scale, y_scale, count)
+    return requantize(acc, mult, int(y_zp), lo, hi, y_zp.dtype)
+
+
+def qlinear_global_avg_pool(x, x_scale, x_zero_point, y_scale, y_zero_point) -> np.ndarray:
+    """QLinearGlobalAveragePool of channels-first data of any spatial rank, as
+    qlinear_avg_pool with one window over every spatial position: the exact int64 sum of
+    (x - x_zp), times avg_pool_multiplier(s_x, s_y, H*W), rounded half to even. The
+    float DQ -> GlobalAveragePool -> Q chain rounds each dequantized value and the running
+    float sum, so the two can differ by one step where the exact mean lies within that
+    rounding of a half-way point between two output steps."""
+    x = np.asarray(x)
+    N, C = x.shape[:2]
+    flat = x.reshape(N, C, 1, -1)
+    y = qlinear_avg_pool(flat, x_scale, x_zero_point, y_scale, y_zero_point, kernel=(1, flat.shape[3]))
+    return y.reshape((N, C) + (1,) * (x.ndim - 2))

@@ -32,6 +32,7 @@ enum OpCode : int {
   kPoolNd = 21,        // ints: see PoolNd in kernels/qconv/conv.cc
   kDepthwiseQ = 22,    // see depthwise_q_op in kernels/qconv/conv.h
   kDepthwiseF32 = 23,     // inputs x, scale, bias, mean, var; ints: N, C, inner; floats: epsilon
+  kQAvgPool = 24,      // see qavg_pool_op in kernels/qconv/pool.h
 };
 
 }  // namespace pyrt

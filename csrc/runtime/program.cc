@@ -9,6 +9,7 @@
 #include "../kernels/fp32/elementwise.h"
 #include "../kernels/fp32/sgemm.h"
 #include "../kernels/qconv/conv.h"
+#include "../kernels/qconv/pool.h"
 #include "../kernels/quant/quantize.h"
 #include "ops.h"
 #include "pyruntime/errors.h"
@@ -86,6 +87,7 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
     case kPoolNd: return pool_nd_op(s, io);
     case kDepthwiseQ: return depthwise_q_op(s, io, ctx);
     case kDepthwiseF32: return depthwise_f32_op(s, io, ctx);
+    case kQAvgPool: return qavg_pool_op(s, io, ctx);
   }
   throw UnsupportedError("executor has no kernel for op code " + std::to_string(s.op));
 }

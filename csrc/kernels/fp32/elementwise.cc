@@ -175,34 +175,121 @@ void copy_op(const Step&, const StepIO& io) {
   if (io.out[0] != io.in[0] && bytes) std::memmove(io.out[0], io.in[0], bytes);
 }
 
-void transpose_op(const Step& s, const StepIO& io) {
-  const int R = int(s.ints[0]);
-  check_rank(R, "Transpose");
-  const int64_t* in_shape = &s.ints[1];
-  const int64_t* perm = in_shape + R;
-  const size_t es = dtype_size(io.out_v[0]->dtype);
+namespace {
+
+// A transpose with size-1 axes dropped and input axes that stay neighbours merged: the
+// NHWC -> NCHW copy before a Flatten becomes [N, H*W, C] -> [N, C, H*W] (and N = 1 goes).
+struct CanonicalTranspose {
+  int rank = 0;
+  int64_t in_shape[8];
+  int perm[8];
+};
+
+CanonicalTranspose canonical_transpose(int R, const int64_t* in_shape, const int64_t* perm) {
+  int kept_index[8];
+  int kept = 0;
+  for (int d = 0; d < R; ++d) kept_index[d] = in_shape[d] == 1 ? -1 : kept++;
+  int group_first[8], group_of_axis[8];  // groups of kept input axes, in output order
+  int64_t group_size[8];
+  int groups = 0, last = -2;
+  for (int k = 0; k < R; ++k) {
+    const int a = int(perm[k]), ka = kept_index[a];
+    if (ka < 0) continue;
+    if (ka != last + 1 || groups == 0) {
+      group_first[groups] = ka;
+      group_size[groups++] = 1;
+    }
+    group_size[groups - 1] *= in_shape[a];
+    group_of_axis[ka] = groups - 1;
+    last = ka;
+  }
+  CanonicalTranspose t;
+  t.rank = groups;
+  int rank_of_group[8];
+  for (int ka = 0, pos = 0; ka < kept; ++ka) {  // groups in input order
+    const int g = group_of_axis[ka];
+    if (group_first[g] != ka) continue;
+    t.in_shape[pos] = group_size[g];
+    rank_of_group[g] = pos++;
+  }
+  for (int g = 0; g < groups; ++g) t.perm[g] = rank_of_group[g];
+  return t;
+}
+
+// y[b][c][r] = x[b][r][c] in square tiles: each tile reads kTile short rows and writes
+// kTile short rows, where the element-by-element walk strides through one side.
+template <typename T>
+void transpose_2d_tiled(const T* x, T* y, int64_t batch, int64_t rows, int64_t cols) {
+  constexpr int64_t kTile = 8;
+  for (int64_t b = 0; b < batch; ++b, x += rows * cols, y += rows * cols)
+    for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const T* src = x + r0 * cols + c0;
+        T* dst = y + c0 * rows + r0;
+        if (r0 + kTile <= rows && c0 + kTile <= cols) {
+          for (int64_t c = 0; c < kTile; ++c)
+            for (int64_t r = 0; r < kTile; ++r) dst[c * rows + r] = src[r * cols + c];
+          continue;
+        }
+        const int64_t nr = std::min(kTile, rows - r0), nc = std::min(kTile, cols - c0);
+        for (int64_t c = 0; c < nc; ++c)
+          for (int64_t r = 0; r < nr; ++r) dst[c * rows + r] = src[r * cols + c];
+      }
+}
+
+template <typename T>
+void transpose_general(const CanonicalTranspose& t, const T* x, T* y) {
   int64_t in_strides[8], out_shape[8], src_stride[8];
-  int64_t st = 1;
-  for (int d = R - 1; d >= 0; --d) {
+  int64_t st = 1, total = 1;
+  for (int d = t.rank - 1; d >= 0; --d) {
     in_strides[d] = st;
-    st *= in_shape[d];
+    st *= t.in_shape[d];
   }
-  for (int d = 0; d < R; ++d) {
-    out_shape[d] = in_shape[perm[d]];
-    src_stride[d] = in_strides[perm[d]];
+  for (int d = 0; d < t.rank; ++d) {
+    out_shape[d] = t.in_shape[t.perm[d]];
+    src_stride[d] = in_strides[t.perm[d]];
+    total *= out_shape[d];
   }
-  const int64_t total = io.out_v[0]->elements();
-  const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
-  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
+  // The innermost output axis is a strided run; the outer ones step like an odometer.
+  const int inner = t.rank - 1;
   int64_t idx[8] = {0}, off = 0;
-  for (int64_t i = 0; i < total; ++i) {
-    std::memcpy(y + i * es, x + off * es, es);
-    for (int d = R - 1; d >= 0; --d) {
+  for (int64_t i = 0; i < total; i += out_shape[inner]) {
+    for (int64_t j = 0; j < out_shape[inner]; ++j) y[i + j] = x[off + j * src_stride[inner]];
+    for (int d = inner - 1; d >= 0; --d) {
       off += src_stride[d];
       if (++idx[d] < out_shape[d]) break;
       off -= src_stride[d] * out_shape[d];
       idx[d] = 0;
     }
+  }
+}
+
+template <typename T>
+void transpose_typed(const CanonicalTranspose& t, const void* in, void* out) {
+  const T* x = static_cast<const T*>(in);
+  T* y = static_cast<T*>(out);
+  if (t.rank == 2 && t.perm[0] == 1) return transpose_2d_tiled(x, y, 1, t.in_shape[0], t.in_shape[1]);
+  if (t.rank == 3 && t.perm[0] == 0 && t.perm[1] == 2)
+    return transpose_2d_tiled(x, y, t.in_shape[0], t.in_shape[1], t.in_shape[2]);
+  transpose_general(t, x, y);
+}
+
+}  // namespace
+
+void transpose_op(const Step& s, const StepIO& io) {
+  const int R = int(s.ints[0]);
+  check_rank(R, "Transpose");
+  const CanonicalTranspose t = canonical_transpose(R, &s.ints[1], &s.ints[1 + R]);
+  const size_t bytes = size_t(io.out_v[0]->elements()) * dtype_size(io.out_v[0]->dtype);
+  if (t.rank <= 1) {  // nothing moves
+    if (bytes) std::memcpy(io.out[0], io.in[0], bytes);
+    return;
+  }
+  switch (dtype_size(io.out_v[0]->dtype)) {
+    case 1: return transpose_typed<uint8_t>(t, io.in[0], io.out[0]);
+    case 4: return transpose_typed<uint32_t>(t, io.in[0], io.out[0]);
+    case 8: return transpose_typed<uint64_t>(t, io.in[0], io.out[0]);
+    default: throw UnsupportedError("Transpose of this element size");
   }
 }
 

@@ -1,9 +1,15 @@
-// Pooling steps: max and average pools on NCHW or NHWC data, and pools of any rank.
+// Pooling steps: max and average pools on NCHW or NHWC data, pools of any rank, and the
+// quantized average pools (pool.h).
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "conv.h"
+#include "pool.h"
 #include "pyruntime/errors.h"
 
 namespace pyrt {
@@ -231,6 +237,165 @@ void pool_nd_op(const Step& s, const StepIO& io) {
     case DType::u8: return pool_nd_typed<uint8_t>(p, io);
     case DType::s8: return pool_nd_typed<int8_t>(p, io);
     default: throw UnsupportedError("pooling on this dtype");
+  }
+}
+
+}  // namespace pyrt
+
+#define PYRT_AVX2 __attribute__((target("avx2")))
+
+namespace pyrt {
+namespace {
+
+struct QAvgPool {
+  int64_t N, C, H, W, OH, OW, kh, kw, sh, sw, pt, pl, pb, pr;
+  bool include_pad, channels_last;
+  int32_t x_zp, y_zp, lo, hi;
+  const float* mult;  // by window count, or the single multiplier of a global pool
+  bool single_mult;
+  explicit QAvgPool(const Step& s)
+      : N(s.ints[0]), C(s.ints[1]), H(s.ints[2]), W(s.ints[3]), OH(s.ints[4]), OW(s.ints[5]), kh(s.ints[6]),
+        kw(s.ints[7]), sh(s.ints[8]), sw(s.ints[9]), pt(s.ints[10]), pl(s.ints[11]), pb(s.ints[12]),
+        pr(s.ints[13]), include_pad(s.ints[14] != 0), channels_last(s.ints[15] != 0), x_zp(int32_t(s.ints[16])),
+        y_zp(int32_t(s.ints[17])), lo(int32_t(s.ints[18])), hi(int32_t(s.ints[19])), mult(s.f32.data()),
+        single_mult(s.f32.size() == 1) {}
+  bool global() const { return kh == H && kw == W && OH == 1 && OW == 1 && !(pt | pl | pb | pr); }
+  // The requantization of DESIGN.md: one f32 product, clamp in float, round half to even.
+  template <typename T>
+  T requant(int32_t acc, int64_t count) const {
+    float v = float(acc) * mult[single_mult ? 0 : count];
+    v = std::min(std::max(v, float(lo - y_zp)), float(hi - y_zp));
+    return T(int32_t(std::nearbyint(v)) + y_zp);
+  }
+};
+
+// Any window, either layout, one output at a time: the portable definition.
+template <typename T>
+void qavg_pool_window(const QAvgPool& p, const T* x, T* y) {
+  const int64_t sc = p.channels_last ? 1 : p.H * p.W, sx = p.channels_last ? p.C : 1, sy = sx * p.W;
+  const int64_t osc = p.channels_last ? 1 : p.OH * p.OW, osx = p.channels_last ? p.C : 1, osy = osx * p.OW;
+  for (int64_t n = 0; n < p.N; ++n)
+    for (int64_t c = 0; c < p.C; ++c) {
+      const T* plane = x + n * p.C * p.H * p.W + c * sc;
+      T* out = y + n * p.C * p.OH * p.OW + c * osc;
+      for (int64_t oy = 0; oy < p.OH; ++oy)
+        for (int64_t ox = 0; ox < p.OW; ++ox) {
+          const int64_t y0 = oy * p.sh - p.pt, x0 = ox * p.sw - p.pl;
+          const int64_t ya = std::max<int64_t>(y0, 0), yb = std::min(y0 + p.kh, p.H);
+          const int64_t xa = std::max<int64_t>(x0, 0), xb = std::min(x0 + p.kw, p.W);
+          int32_t acc = 0;
+          for (int64_t iy = ya; iy < yb; ++iy)
+            for (int64_t ix = xa; ix < xb; ++ix) acc += int32_t(plane[iy * sy + ix * sx]) - p.x_zp;
+          int64_t count = std::max<int64_t>(yb - ya, 0) * std::max<int64_t>(xb - xa, 0);
+          if (p.include_pad)
+            count = (std::min(y0 + p.kh, p.H + p.pb) - std::max(y0, -p.pt)) *
+                    (std::min(x0 + p.kw, p.W + p.pr) - std::max(x0, -p.pl));
+          out[oy * osy + ox * osx] = p.requant<T>(acc, count);
+        }
+    }
+}
+
+// Global pool of channels-last images: each pixel is a run of C channels added to C sums.
+template <typename T>
+void qavg_pool_global_nhwc(const QAvgPool& p, const T* x, T* y) {
+  constexpr int64_t kBlock = 64;
+  const int64_t HW = p.H * p.W;
+  for (int64_t n = 0; n < p.N; ++n)
+    for (int64_t c0 = 0; c0 < p.C; c0 += kBlock) {
+      const int64_t width = std::min(kBlock, p.C - c0);
+      int32_t acc[kBlock] = {0};
+      for (const T* px = x + n * HW * p.C + c0; px < x + (n + 1) * HW * p.C; px += p.C)
+        for (int64_t c = 0; c < width; ++c) acc[c] += px[c];
+      for (int64_t c = 0; c < width; ++c)
+        y[n * p.C + c0 + c] = p.requant<T>(acc[c] - int32_t(HW) * p.x_zp, HW);
+    }
+}
+
+// Global pool of channels-first planes: each plane is one contiguous run.
+template <typename T>
+void qavg_pool_global_nchw(const QAvgPool& p, const T* x, T* y) {
+  const int64_t HW = p.H * p.W;
+  for (int64_t plane = 0; plane < p.N * p.C; ++plane) {
+    int32_t acc = 0;
+    for (const T* px = x + plane * HW; px < x + (plane + 1) * HW; ++px) acc += *px;
+    y[plane] = p.requant<T>(acc - int32_t(HW) * p.x_zp, HW);
+  }
+}
+
+template <typename T>
+PYRT_AVX2 __m256i widen8_epi32_avx2(const T* src) {
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+  return std::is_signed<T>::value ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+}
+
+// 32 channels at a time in four int32 vectors; the last C % 32 channels take the portable loop.
+template <typename T>
+PYRT_AVX2 void s8u8_gavgpool_nhwc_c32_avx2(const QAvgPool& p, const T* x, T* y) {
+  const int64_t HW = p.H * p.W, C = p.C, C32 = C / 32 * 32;
+  alignas(32) int32_t acc[32];
+  for (int64_t n = 0; n < p.N; ++n) {
+    const T* image = x + n * HW * C;
+    for (int64_t c0 = 0; c0 < C32; c0 += 32) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+      for (const T* px = image + c0; px < image + HW * C; px += C) {
+        a0 = _mm256_add_epi32(a0, widen8_epi32_avx2(px));
+        a1 = _mm256_add_epi32(a1, widen8_epi32_avx2(px + 8));
+        a2 = _mm256_add_epi32(a2, widen8_epi32_avx2(px + 16));
+        a3 = _mm256_add_epi32(a3, widen8_epi32_avx2(px + 24));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(acc), a0);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 8), a1);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 16), a2);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 24), a3);
+      for (int c = 0; c < 32; ++c) y[n * C + c0 + c] = p.requant<T>(acc[c] - int32_t(HW) * p.x_zp, HW);
+    }
+    for (int64_t c = C32; c < C; ++c) {
+      int32_t sum = 0;
+      for (const T* px = image + c; px < image + HW * C; px += C) sum += *px;
+      y[n * C + c] = p.requant<T>(sum - int32_t(HW) * p.x_zp, HW);
+    }
+  }
+}
+
+// vpsadbw sums 8 unsigned bytes per 64-bit lane exactly; int8 is biased by 128 to use it.
+template <typename T>
+PYRT_AVX2 void s8u8_gavgpool_nchw_b32_avx2(const QAvgPool& p, const T* x, T* y) {
+  const int64_t HW = p.H * p.W, HW32 = HW / 32 * 32;
+  const int32_t bias = std::is_signed<T>::value ? 128 : 0;
+  const __m256i flip = _mm256_set1_epi8(char(bias)), zero = _mm256_setzero_si256();
+  for (int64_t plane = 0; plane < p.N * p.C; ++plane) {
+    const T* src = x + plane * HW;
+    __m256i sums = zero;
+    for (int64_t i = 0; i < HW32; i += 32) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+      sums = _mm256_add_epi64(sums, _mm256_sad_epu8(_mm256_xor_si256(v, flip), zero));
+    }
+    const __m128i half = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    int32_t acc = int32_t(_mm_cvtsi128_si64(half) + _mm_extract_epi64(half, 1)) - int32_t(HW32) * bias;
+    for (int64_t i = HW32; i < HW; ++i) acc += src[i];
+    y[plane] = p.requant<T>(acc - int32_t(HW) * p.x_zp, HW);
+  }
+}
+
+template <typename T>
+void qavg_pool_typed(const QAvgPool& p, const StepIO& io, bool avx2) {
+  const T* x = static_cast<const T*>(io.in[0]);
+  T* y = static_cast<T*>(io.out[0]);
+  if (!p.global()) return qavg_pool_window(p, x, y);
+  if (p.channels_last)
+    return avx2 ? s8u8_gavgpool_nhwc_c32_avx2(p, x, y) : qavg_pool_global_nhwc(p, x, y);
+  return avx2 ? s8u8_gavgpool_nchw_b32_avx2(p, x, y) : qavg_pool_global_nchw(p, x, y);
+}
+
+}  // namespace
+
+void qavg_pool_op(const Step& s, const StepIO& io, const RunContext& ctx) {
+  const QAvgPool p(s);
+  const bool avx2 = ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni;
+  switch (io.in_v[0]->dtype) {
+    case DType::u8: return qavg_pool_typed<uint8_t>(p, io, avx2);
+    case DType::s8: return qavg_pool_typed<int8_t>(p, io, avx2);
+    default: throw UnsupportedError("quantized average pooling needs uint8 or int8 data");
   }
 }
 
