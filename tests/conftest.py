@@ -40,3 +40,19 @@ def run_python():
         return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def emitted(monkeypatch):
+    """(op code, ints) of every native step lowered while the test runs: lets a test check
+    which kernel a model really took (summary() names fused nodes, not kernels)."""
+    from pyruntime.onnx_import import lower
+    steps = []
+    real = lower.Lowering.emit
+
+    def spy(self, op, inputs, outputs, ints=(), *a, **k):
+        steps.append((lower.OP[op], [int(i) for i in ints]))
+        return real(self, op, inputs, outputs, ints, *a, **k)
+
+    monkeypatch.setattr(lower.Lowering, "emit", spy)
+    return steps

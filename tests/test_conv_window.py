@@ -27,19 +27,8 @@ CASES = [  # C, M, H, W, kernel, strides, pads (t, l, b, r), dilations, window k
 ]
 
 
-@pytest.fixture
-def conv_q_ints(monkeypatch):
-    """ints of every conv_q step lowered while the test runs."""
-    steps = []
-    real = lower.Lowering.emit
-
-    def spy(self, op, inputs, outputs, ints=(), *a, **k):
-        if op == "conv_q":
-            steps.append([int(i) for i in ints])
-        return real(self, op, inputs, outputs, ints, *a, **k)
-
-    monkeypatch.setattr(lower.Lowering, "emit", spy)
-    return steps
+def conv_q_ints(emitted) -> list:
+    return [ints for op, ints in emitted if op == lower.OP["conv_q"]]
 
 
 def _model(x, consts, nodes, out_dtype):
@@ -64,7 +53,7 @@ def _to_nhwc(x, xs, xz, consts):
 @pytest.mark.parametrize("case", CASES, ids=[f"C{c[0]}M{c[1]}k{c[4][0]}x{c[4][1]}s{c[5][1]}d{c[7][1]}" for c in CASES])
 @pytest.mark.parametrize("xdt,wdt,per_channel", [(np.uint8, np.int8, True), (np.int8, np.int8, False),
                                                  (np.uint8, np.uint8, True)])
-def test_window_conv_matches_reference(conv_q_ints, isa, threads, case, xdt, wdt, per_channel):
+def test_window_conv_matches_reference(emitted, isa, threads, case, xdt, wdt, per_channel):
     C, M, H, W, kernel, strides, pads, dil, window = case
     rng = np.random.default_rng(C * 131 + M * 7 + kernel[1])
     xi, wi = np.iinfo(xdt), np.iinfo(wdt)
@@ -88,11 +77,11 @@ def test_window_conv_matches_reference(conv_q_ints, isa, threads, case, xdt, wdt
     want = ref.qlinear_conv(x, consts["xs"], int(xz), w, ws, wz, ys, yz, b, strides=strides, pads=pads,
                             dilations=dil)
     np.testing.assert_array_equal(y, want)
-    assert _native.conv_window_applies(conv_q_ints[-1]) == window
+    assert _native.conv_window_applies(conv_q_ints(emitted)[-1]) == window
 
 
 @pytest.mark.parametrize("isa", PATHS)
-def test_window_conv_int32_and_relu_outputs(conv_q_ints, isa):
+def test_window_conv_int32_and_relu_outputs(emitted, isa):
     """ConvInteger (raw int32 out) and a clamped u8 output through the same kernel."""
     rng = np.random.default_rng(5)
     x = rng.integers(0, 256, (2, 1, 12, 12)).astype(np.uint8)
@@ -101,7 +90,7 @@ def test_window_conv_int32_and_relu_outputs(conv_q_ints, isa):
     node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 1, 1, 1])
     y = pyruntime.load(_model(x, consts, [node], np.int32), isa=isa).run(None, {"x": x})[0]
     np.testing.assert_array_equal(y, ref.conv_int(x, 200, w, pads=(1, 1, 1, 1)))
-    assert conv_q_ints and _native.conv_window_applies(conv_q_ints[-1])
+    assert conv_q_ints(emitted) and _native.conv_window_applies(conv_q_ints(emitted)[-1])
 
 
 def test_window_conv_refuses_an_accumulator_that_could_wrap():

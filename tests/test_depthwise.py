@@ -11,7 +11,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pyruntime
 from pyruntime import reference as ref
-from pyruntime.onnx_import import lower
 
 PATHS = [p for p in ("scalar", "avx2", "avx512vnni") if p in pyruntime.cpu_info()["available"]]
 PATHS.append("avx512vnni_emulated")  # never auto-selected, but accepted on request
@@ -20,20 +19,6 @@ T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,
      np.dtype(np.int32): TensorProto.INT32}
 OP_DEPTHWISE_Q, OP_DEPTHWISE_F32 = 22, 23
 OUT_KIND = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
-
-
-@pytest.fixture
-def emitted(monkeypatch):
-    """(op code, ints) of every step lowered while the test runs."""
-    steps = []
-    real = lower.Lowering.emit
-
-    def spy(self, op, inputs, outputs, ints=(), *a, **k):
-        steps.append((lower.OP[op], [int(i) for i in ints]))
-        return real(self, op, inputs, outputs, ints, *a, **k)
-
-    monkeypatch.setattr(lower.Lowering, "emit", spy)
-    return steps
 
 
 def _model(nodes, x, out_dtype, consts):

@@ -14,23 +14,20 @@
 namespace pyrt {
 namespace {
 
-struct MaxU8 {
-  using T = uint8_t;
+// Bytes: one 32-lane max, unsigned or signed.
+template <typename Byte, __m256i (*Max)(__m256i, __m256i)>
+struct MaxBytes {
+  using T = Byte;
   static constexpr int kLanes = 32;
   PYRT_AVX2 static __m256i load(const T* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   PYRT_AVX2 static void store(T* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
-  PYRT_AVX2 static __m256i max(__m256i a, __m256i b) { return _mm256_max_epu8(a, b); }
+  PYRT_AVX2 static __m256i max(__m256i a, __m256i b) { return Max(a, b); }
   static T max1(T a, T b) { return std::max(a, b); }
 };
-
-struct MaxS8 {
-  using T = int8_t;
-  static constexpr int kLanes = 32;
-  PYRT_AVX2 static __m256i load(const T* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-  PYRT_AVX2 static void store(T* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
-  PYRT_AVX2 static __m256i max(__m256i a, __m256i b) { return _mm256_max_epi8(a, b); }
-  static T max1(T a, T b) { return std::max(a, b); }
-};
+PYRT_AVX2 __m256i max_u8(__m256i a, __m256i b) { return _mm256_max_epu8(a, b); }
+PYRT_AVX2 __m256i max_s8(__m256i a, __m256i b) { return _mm256_max_epi8(a, b); }
+using MaxU8 = MaxBytes<uint8_t, max_u8>;
+using MaxS8 = MaxBytes<int8_t, max_s8>;
 
 // NaN wins, as in the portable loop (ONNX leaves it open; onnxruntime propagates it).
 struct MaxF32 {
