@@ -232,7 +232,6 @@ def _interleaved(runners: dict, xs: list, warmup: int, desc: str):
     pred: dict = {n: [None] * len(xs) for n in names}
     bounds = np.linspace(0, len(xs), PASSES + 1).astype(int)
     rng = np.random.default_rng(SEED)
-    perf = time.perf_counter
     gc.collect()
     gc.disable()
     try:
@@ -240,21 +239,26 @@ def _interleaved(runners: dict, xs: list, warmup: int, desc: str):
             for p in range(PASSES):
                 lo, hi = bounds[p], bounds[p + 1]
                 for name in rng.permutation(names):
-                    call, L, P = runners[name].call, lat[name], pred[name]
                     time.sleep(PAUSE_S)
-                    for i in range(lo, hi):
-                        xi = xs[i]
-                        t0 = perf()
-                        out = call(xi)
-                        t1 = perf()
-                        L[i] = t1 - t0
-                        P[i] = np.asarray(out).argmax(axis=1)
-                        if (i - lo) % 250 == 249:
-                            bar.update(250)
-                    bar.update((hi - lo) % 250)
+                    _time_calls(runners[name].call, xs, lo, hi, lat[name], pred[name],
+                                lambda out: np.asarray(out).argmax(axis=1))
+                    bar.update(hi - lo)
     finally:
         gc.enable()
     return {n: (lat[n], np.concatenate(pred[n])) for n in names}
+
+
+def _time_calls(call, xs, lo, hi, lat, pred, top1) -> None:
+    """call(xs[i]) for i in [lo, hi), one at a time: each latency into lat[i], top1(output)
+    into pred[i] (outside the timed region)."""
+    perf = time.perf_counter
+    for i in range(lo, hi):
+        xi = xs[i]
+        t0 = perf()
+        out = call(xi)
+        t1 = perf()
+        lat[i] = t1 - t0
+        pred[i] = top1(out)
 
 
 def _section_rows(runners, res, y, batch):
@@ -408,7 +412,6 @@ def test_sweep(data, model_path):
         counts = {k: np.zeros(len(base) + 1, np.int64) for k in points}
         bounds = np.linspace(0, n, PASSES + 1).astype(int)
         rng = np.random.default_rng(SEED + 3)
-        perf = time.perf_counter
         gc.collect()
         gc.disable()
         try:
@@ -424,15 +427,8 @@ def test_sweep(data, model_path):
                             m.reset_exit_stats()
                         else:
                             call = runners[name].call
-                        L, P = lat[name], pred[name]
                         time.sleep(PAUSE_S)
-                        for i in range(lo, hi):
-                            xi = xs[i]
-                            t0 = perf()
-                            out = call(xi)
-                            t1 = perf()
-                            L[i] = t1 - t0
-                            P[i] = int(np.asarray(out).argmax())
+                        _time_calls(call, xs, lo, hi, lat[name], pred[name], lambda out: int(np.asarray(out).argmax()))
                         if name in points:
                             counts[name] += np.array(list(m.exit_stats()["counts"].values()), np.int64)
                         bar.update(hi - lo)

@@ -14,6 +14,21 @@ struct ConvGeometry {
   static ConvGeometry from(const std::vector<int64_t>& ints);
 };
 
+// Calls tap(iy, ix, ky, kx) for every window position of output pixel (oy, ox) that lies
+// inside the image. Padding positions are skipped: for max pools they do not compete, and
+// for convolutions they read the zero point, which contributes nothing.
+template <typename Tap>
+inline void for_each_tap_inside(const ConvGeometry& g, int64_t oy, int64_t ox, Tap&& tap) {
+  for (int64_t ky = 0; ky < g.kh; ++ky) {
+    const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+    if (iy < 0 || iy >= g.H) continue;
+    for (int64_t kx = 0; kx < g.kw; ++kx) {
+      const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+      if (ix >= 0 && ix < g.W) tap(iy, ix, ky, kx);
+    }
+  }
+}
+
 void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void max_pool_op(const Step& s, const StepIO& io, const RunContext& ctx);

@@ -39,17 +39,11 @@ void depthwise_q_scalar(const DepthwiseQ& p, int64_t r0, int64_t r1) {
     const int64_t n = r / g.OH, oy = r % g.OH;
     for (int64_t ox = 0; ox < g.OW; ++ox) {
       for (int64_t c = 0; c < C; ++c) acc[c] = bias[c];
-      for (int64_t ky = 0; ky < g.kh; ++ky) {
-        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-        if (iy < 0 || iy >= g.H) continue;  // padding reads the zero point: contributes 0
-        for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-          if (ix < 0 || ix >= g.W) continue;
-          const T* __restrict src = x + ((n * g.H + iy) * g.W + ix) * C;
-          const int32_t* __restrict wk = w + (ky * g.kw + kx) * C;
-          for (int64_t c = 0; c < C; ++c) acc[c] += (int32_t(src[c]) - a_zp) * wk[c];
-        }
-      }
+      for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t ky, int64_t kx) {
+        const T* __restrict src = x + ((n * g.H + iy) * g.W + ix) * C;
+        const int32_t* __restrict wk = w + (ky * g.kw + kx) * C;
+        for (int64_t c = 0; c < C; ++c) acc[c] += (int32_t(src[c]) - a_zp) * wk[c];
+      });
       const int64_t at = ((n * g.OH + oy) * g.OW + ox) * C;
       switch (kind) {
         case OutKind::i32:
@@ -89,17 +83,11 @@ void depthwise_f32_scalar(const DepthwiseF32& p, int64_t r0, int64_t r1) {
     for (int64_t ox = 0; ox < g.OW; ++ox) {
       float* __restrict out = p.y + (r * g.OW + ox) * C;
       for (int64_t c = 0; c < C; ++c) out[c] = bias[c];
-      for (int64_t ky = 0; ky < g.kh; ++ky) {
-        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-        if (iy < 0 || iy >= g.H) continue;
-        for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-          if (ix < 0 || ix >= g.W) continue;
-          const float* __restrict src = x + ((n * g.H + iy) * g.W + ix) * C;
-          const float* __restrict wk = w + (ky * g.kw + kx) * C;
-          for (int64_t c = 0; c < C; ++c) out[c] += src[c] * wk[c];
-        }
-      }
+      for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t ky, int64_t kx) {
+        const float* __restrict src = x + ((n * g.H + iy) * g.W + ix) * C;
+        const float* __restrict wk = w + (ky * g.kw + kx) * C;
+        for (int64_t c = 0; c < C; ++c) out[c] += src[c] * wk[c];
+      });
       for (int64_t c = 0; c < C; ++c) out[c] = out[c] != out[c] ? out[c] : std::min(std::max(out[c], lo), hi);
     }
   }

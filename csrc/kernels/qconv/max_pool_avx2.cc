@@ -56,14 +56,9 @@ PYRT_AVX2 void max_pool_nhwc_typed(const Step& s, const StepIO& io) {
       for (int64_t ox = 0; ox < g.OW; ++ox) {
         T* out = y + ((n * g.OH + oy) * g.OW + ox) * C;
         int count = 0;
-        for (int64_t ky = 0; ky < g.kh; ++ky) {
-          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-          if (iy < 0 || iy >= g.H) continue;
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-            if (ix >= 0 && ix < g.W) taps[count++] = x + ((n * g.H + iy) * g.W + ix) * C;
-          }
-        }
+        for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t, int64_t) {
+          taps[count++] = x + ((n * g.H + iy) * g.W + ix) * C;
+        });
         if (count == 0) {
           std::fill(out, out + C, std::numeric_limits<T>::lowest());
           continue;

@@ -40,17 +40,11 @@ void max_pool_typed(const Step& s, const StepIO& io) {
         }
         T best = std::numeric_limits<T>::lowest();
         bool any = false;
-        for (int64_t ky = 0; ky < g.kh; ++ky) {
-          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-          if (iy < 0 || iy >= g.H) continue;
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-            if (ix < 0 || ix >= g.W) continue;
-            const T v = plane[iy * g.W + ix];
-            if (!any || v > best || v != v) best = v;
-            any = true;
-          }
-        }
+        for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t, int64_t) {
+          const T v = plane[iy * g.W + ix];
+          if (!any || v > best || v != v) best = v;
+          any = true;
+        });
         out[oy * g.OW + ox] = best;
       }
   }
@@ -72,21 +66,15 @@ void max_pool_nhwc(const Step& s, const StepIO& io) {
       for (int64_t ox = 0; ox < g.OW; ++ox) {
         T* out = y + ((n * g.OH + oy) * g.OW + ox) * C;
         bool first = true;
-        for (int64_t ky = 0; ky < g.kh; ++ky) {
-          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-          if (iy < 0 || iy >= g.H) continue;
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-            if (ix < 0 || ix >= g.W) continue;
-            const T* in = x + ((n * g.H + iy) * g.W + ix) * C;
-            if (first) {
-              std::memcpy(out, in, size_t(C) * sizeof(T));
-              first = false;
-            } else {
-              for (int64_t c = 0; c < C; ++c) out[c] = (in[c] > out[c] || in[c] != in[c]) ? in[c] : out[c];
-            }
+        for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t, int64_t) {
+          const T* in = x + ((n * g.H + iy) * g.W + ix) * C;
+          if (first) {
+            std::memcpy(out, in, size_t(C) * sizeof(T));
+            first = false;
+          } else {
+            for (int64_t c = 0; c < C; ++c) out[c] = (in[c] > out[c] || in[c] != in[c]) ? in[c] : out[c];
           }
-        }
+        });
         if (first) std::fill(out, out + C, std::numeric_limits<T>::lowest());
       }
 }
