@@ -11,8 +11,9 @@ import pyruntime
 from pyruntime import _native
 from pyruntime import reference as ref
 from pyruntime.onnx_import import lower
+from pyrt_testlib import REAL_PATHS, path_params
 
-PATHS = [p for p in ("scalar", "avx2", "avx512vnni") if p in pyruntime.cpu_info()["available"]]
+PATHS = path_params(REAL_PATHS)  # capped or missing paths skip with the reason
 T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8, np.dtype(np.int32): TensorProto.INT32}
 
 CASES = [  # C, M, H, W, kernel, strides, pads (t, l, b, r), dilations, window kernel?
@@ -93,11 +94,12 @@ def test_window_conv_int32_and_relu_outputs(emitted, isa):
     assert conv_q_ints(emitted) and _native.conv_window_applies(conv_q_ints(emitted)[-1])
 
 
-def test_window_conv_refuses_an_accumulator_that_could_wrap():
+@pytest.mark.parametrize("isa", path_params(REAL_PATHS[1:]))  # the window kernel is AVX2 code
+def test_window_conv_refuses_an_accumulator_that_could_wrap(isa):
     """A bias next to 2^31 could wrap int32 with the window's sums: refused, not wrapped."""
     x = np.zeros((1, 1, 4, 4), np.uint8)
     consts = dict(xs=np.float32(1), xz=np.uint8(0), w=np.full((2, 1, 3, 3), -128, np.int8), ws=np.float32(1),
                   wz=np.int8(0), ys=np.float32(1), yz=np.uint8(0), b=np.array([-2**31 + 5, 0], np.int32))
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"], pads=[1] * 4)
     with pytest.raises(pyruntime.UnsupportedError, match="2\\^31-1"):
-        pyruntime.load(_model(x, consts, [node], np.uint8), isa="avx2").run(None, {"x": x})
+        pyruntime.load(_model(x, consts, [node], np.uint8), isa=isa).run(None, {"x": x})

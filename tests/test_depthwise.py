@@ -11,9 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pyruntime
 from pyruntime import reference as ref
+from pyrt_testlib import path_params
 
-PATHS = [p for p in ("scalar", "avx2", "avx512vnni") if p in pyruntime.cpu_info()["available"]]
-PATHS.append("avx512vnni_emulated")  # never auto-selected, but accepted on request
+PATHS = path_params()  # the emulated model too: never auto-selected, but accepted on request
 THREADS = (1, 2, 3)
 T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8, np.dtype(np.float32): TensorProto.FLOAT,
      np.dtype(np.int32): TensorProto.INT32}

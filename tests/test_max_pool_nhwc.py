@@ -8,8 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pyruntime
 from pyruntime.onnx_import import lower
+from pyrt_testlib import REAL_PATHS, path_params
 
-PATHS = [p for p in ("scalar", "avx2", "avx512vnni") if p in pyruntime.cpu_info()["available"]]
+PATHS = path_params(REAL_PATHS)  # capped or missing paths skip with the reason
 T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8, np.dtype(np.float32): TensorProto.FLOAT}
 
 POOLS = [  # kernel, strides, pads (t, l, b, r), dilations, ceil_mode
@@ -83,7 +84,7 @@ def test_nhwc_max_pool_matches_numpy(emitted, isa, pool, dtype, C):
     assert nhwc_pools(emitted) == [1], "the pool did not read channels-last data"
 
 
-@pytest.mark.parametrize("isa", [p for p in PATHS if p != "scalar"])
+@pytest.mark.parametrize("isa", path_params(REAL_PATHS[1:]))
 def test_nhwc_max_pool_nan_matches_the_portable_path(isa):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 40, 6, 6)).astype(np.float32)

@@ -5,8 +5,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pyruntime
 from pyruntime import reference as ref
+from pyrt_testlib import REAL_PATHS, path_params
 
-PATHS = [p for p in ("scalar", "avx2", "avx512vnni") if p in pyruntime.cpu_info()["available"]]
+PATHS = path_params(REAL_PATHS)  # capped or missing paths skip with the reason
 NP2ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.uint8): TensorProto.UINT8,
            np.dtype(np.int8): TensorProto.INT8, np.dtype(np.int32): TensorProto.INT32}
 

@@ -41,6 +41,7 @@ inline __m512i lanewise(__m512i a, __m512i b, Op op) {
   return a;
 }
 inline __m512i _mm512_add_epi32(__m512i a, __m512i b) { return lanewise(a, b, [](uint32_t x, uint32_t y) { return x + y; }); }
+inline __m512i _mm512_xor_si512(__m512i a, __m512i b) { return lanewise(a, b, [](uint32_t x, uint32_t y) { return x ^ y; }); }
 inline __m512i _mm512_sub_epi32(__m512i a, __m512i b) { return lanewise(a, b, [](uint32_t x, uint32_t y) { return x - y; }); }
 inline __m512i _mm512_mullo_epi32(__m512i a, __m512i b) { return lanewise(a, b, [](uint32_t x, uint32_t y) { return x * y; }); }
 inline void _mm512_mask_storeu_epi32(void* p, __mmask16 k, __m512i a) {
