@@ -1,18 +1,25 @@
 """python -m pyruntime.train fashion-mnist --out DIR   (the whole pipeline)
 python -m pyruntime.train seed-study --out DIR      (hard vs distilled over 3 seeds)
-python -m pyruntime.train experiments --out DIR     (3% of the data; an omitted class)"""
+python -m pyruntime.train experiments --out DIR     (3% of the data; an omitted class)
+python -m pyruntime.train recalibrate MODEL.onnx --out OUT.onnx
+                                                    (new exit thresholds, no retraining;
+                                                     --zoo: MODEL is the shipped student,
+                                                     refresh it and its card in pyruntime/zoo/)"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pyruntime.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["fashion-mnist", "seed-study", "experiments"])
-    p.add_argument("--out", default=None, help="output directory (default runs/<command>)")
+    p.add_argument("command", choices=["fashion-mnist", "seed-study", "experiments", "recalibrate"])
+    p.add_argument("model", nargs="?", help="recalibrate: the exported early-exit ONNX model")
+    p.add_argument("--out", default=None,
+                   help="output directory (default runs/<command>); recalibrate: the ONNX file to write")
     p.add_argument("--cache", default=None, help="checkpoint cache (default $PYRUNTIME_CACHE or ~/.cache/pyruntime)")
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny subsets, tiny teacher, 1 epoch")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -23,6 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("--anneal", action="store_true", help="teacher annealing (alpha decays to 0)")
     p.add_argument("--tune", action="store_true", help="choose T/alpha on the validation split first")
     p.add_argument("--max-drop", type=float, default=0.5, help="exit calibration: max accuracy drop in pp")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="exit calibration: one-sided confidence that the validation drop stays within "
+                        "--max-drop (0.5: the point estimate)")
     p.add_argument("--macs-budget", type=float, default=None,
                    help="exit calibration: expected-MACs budget as a fraction of the full graph (overrides --max-drop)")
     p.add_argument("--seeds", type=int, default=3, help="seed-study: number of seeds (0..N-1)")
@@ -33,8 +43,16 @@ def main(argv=None) -> int:
     p.add_argument("--which", default="3pct,omit", help="experiments: 3pct and/or omit")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--zoo", action="store_true",
-                   help="fashion-mnist: copy the model into pyruntime/zoo/ with its card (the shipped student)")
+                   help="fashion-mnist: copy the model into pyruntime/zoo/ with its card (the shipped student); "
+                        "recalibrate: the same, updating only what the thresholds change")
     a = p.parse_args(argv)
+    if a.command == "recalibrate":
+        if not a.model:
+            p.error("recalibrate needs the model: recalibrate MODEL.onnx --out OUT.onnx")
+        if not a.out and not a.zoo:
+            p.error("recalibrate needs --out OUT.onnx (or --zoo to refresh the shipped student in place)")
+    elif a.model:
+        p.error(f"{a.command} takes no model argument")
 
     import torch
 
@@ -44,7 +62,8 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = PipelineConfig(out=a.out or f"runs/{a.command}", cache=a.cache, quick=a.quick, tune=a.tune,
-                         max_drop=a.max_drop / 100.0, macs_budget=a.macs_budget, progress=not a.no_progress)
+                         max_drop=a.max_drop / 100.0, confidence=a.confidence, macs_budget=a.macs_budget,
+                         progress=not a.no_progress)
     if a.quick:
         cfg.make_quick()
     if a.teacher_epochs:
@@ -55,7 +74,17 @@ def main(argv=None) -> int:
         if getattr(a, k) is not None:
             setattr(cfg, k, getattr(a, k))
     cfg.anneal = a.anneal
-    if a.command == "fashion-mnist":
+    if a.command == "recalibrate":
+        from .pipeline import recalibrate
+        from .zoo import NAME, ZOO, check_shipped, ship_recalibrated
+        if a.zoo:  # before anything is written
+            check_shipped(a.model, ZOO)
+        out = a.out or str(ZOO / f"{NAME}.onnx")
+        res = recalibrate(a.model, out, cfg)
+        if a.zoo:
+            cmd = shlex.join(["python", "-m", "pyruntime.train"] + list(sys.argv[1:] if argv is None else argv))
+            print(f"shipped {ship_recalibrated(res, cmd, ZOO)}")
+    elif a.command == "fashion-mnist":
         run(cfg)
         if a.zoo:
             from .zoo import ship

@@ -1,10 +1,13 @@
 """Exit rules and threshold calibration on synthetic heads."""
+import itertools
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="pyruntime.train needs torch (pip install -e '.[train]')")
 
-from pyruntime.train.gates import apply_exits, calibrate, exit_stats, rule_score  # noqa: E402
+from pyruntime.train.gates import _options, apply_exits, calibrate, exit_stats, rule_score  # noqa: E402
 
 
 def _reference_exits(final, heads, rules, thresholds):
@@ -84,3 +87,51 @@ def test_calibration_meets_macs_budget():
     st = exit_stats(final, heads, cal["rules"], cal["thresholds"], y, fr)
     assert st["expected_macs"] == pytest.approx(cal["expected_macs"])
     assert all(np.isfinite(cal["thresholds"]))
+
+
+def _paired_drop_bound(final, heads, y, cal, confidence):
+    """The bound from its definition, per sample: d_i = correct_full_i - correct_exit_i."""
+    out, _ = apply_exits(final, heads, cal["rules"], cal["thresholds"])
+    d = (final.argmax(1) == y).astype(np.float64) - (out.argmax(1) == y)
+    return d.mean() + NormalDist().inv_cdf(confidence) * d.std(ddof=1) / np.sqrt(len(d))
+
+
+def test_confidence_bound_is_stricter_than_the_point_estimate():
+    y, heads, final = _synthetic_case()
+    fr = [0.1, 0.5]
+    point = calibrate(final, heads, y, fr, max_drop=0.005, n_candidates=24, confidence=None)
+    bounded = calibrate(final, heads, y, fr, max_drop=0.005, n_candidates=24, confidence=0.95)
+    # the point estimate's choice meets the target but not its 95% bound, so the bound must move
+    assert point["drop"] <= 0.005 + 1e-12
+    assert _paired_drop_bound(final, heads, y, point, 0.95) > 0.005
+    assert bounded["expected_macs"] > point["expected_macs"]
+    assert bounded["drop_bound"] == pytest.approx(_paired_drop_bound(final, heads, y, bounded, 0.95), abs=1e-12)
+    assert bounded["drop_bound"] <= 0.005 + 1e-12
+    assert bounded["target"] == {"max_drop": 0.005, "macs_budget": None, "confidence": 0.95}
+    st = exit_stats(final, heads, bounded["rules"], bounded["thresholds"], y, fr)
+    assert st["expected_macs"] == pytest.approx(bounded["expected_macs"])
+
+
+def test_confidence_none_is_the_point_estimate():
+    """None and 0.5 choose what the exhaustive search without a bound chooses: the lowest
+    expected MACs whose validation accuracy is within max_drop (written here from exit_stats)."""
+    y, heads, final = _synthetic_case(seed=2)
+    fr = [0.1, 0.5]
+    cal = calibrate(final, heads, y, fr, max_drop=0.005, n_candidates=8, confidence=None)
+    half = calibrate(final, heads, y, fr, max_drop=0.005, n_candidates=8, confidence=0.5)
+    assert (half["rules"], half["thresholds"]) == (cal["rules"], cal["thresholds"])
+    assert cal["drop_bound"] == cal["drop"]
+    base = float((final.argmax(1) == y).mean())
+    best = None
+    for combo in itertools.product(*[_options(h, 8, ("margin", "max")) for h in heads]):
+        st = exit_stats(final, heads, [r for r, _ in combo], [t for _, t in combo], y, fr)
+        if st["accuracy"] >= base - 0.005 - 1e-12 and (best is None or (st["expected_macs"], -st["accuracy"]) < best):
+            best = (st["expected_macs"], -st["accuracy"])
+    assert (cal["expected_macs"], -cal["accuracy"]) == pytest.approx(best, abs=1e-12)
+
+
+@pytest.mark.parametrize("confidence", [0.3, 1.0])
+def test_confidence_out_of_range_is_refused(confidence):
+    y, heads, final = _synthetic_case(n=100)
+    with pytest.raises(ValueError, match="confidence"):
+        calibrate(final, heads, y, [0.1, 0.5], confidence=confidence)

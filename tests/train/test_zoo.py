@@ -53,3 +53,25 @@ def test_shipped_model_matches_its_card_on_the_test_set(shipped):
                            [e["threshold"] for e in meta["exits"]])
     assert float((out.argmax(1) == data.test.y).mean()) == pytest.approx(card["accuracy_test"]["int8_with_exits"], abs=1e-4)
     assert np.bincount(idx, minlength=len(res)).tolist() == card["exit_histogram_test"]
+
+
+def test_shipped_thresholds_are_calibrate_s_choice_on_the_validation_split(shipped):
+    """The card's target, applied again to the model's own outputs on the validation split,
+    chooses the shipped thresholds: they were not tuned on the test set."""
+    from pyruntime.train.data import DatasetMissingError, load_fashion_mnist
+    from pyruntime.train.export import macs_fractions, run_onnxruntime
+    from pyruntime.train.gates import calibrate
+    model, card = shipped
+    try:
+        data = load_fashion_mnist()
+    except DatasetMissingError as e:
+        pytest.skip(str(e))
+    target = card["training"]["calibration_target"]
+    ov = run_onnxruntime(MODEL, data.val.x)
+    fr = macs_fractions(model, [o.name for o in model.graph.output][1:])
+    cal = calibrate(ov[0], ov[1:], data.val.y, fr, max_drop=target["max_drop"], macs_budget=target["macs_budget"],
+                    confidence=target.get("confidence"))
+    assert [{"rule": e["rule"], "threshold": e["threshold"]} for e in card["exits"]["exits"]] == [
+        {"rule": r, "threshold": t} for r, t in zip(cal["rules"], cal["thresholds"])]
+    if "recalibration" in card:
+        assert cal["drop_bound"] == pytest.approx(card["recalibration"]["validation"]["drop_bound"], abs=1e-12)
