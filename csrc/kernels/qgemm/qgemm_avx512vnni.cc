@@ -1,20 +1,12 @@
-#include <immintrin.h>
-
 #include <cstring>
 
 #include "packing.h"
 #include "qgemm_kernels.h"
-
-#define PYRT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#include "vnni_real.h"
 
 namespace pyrt {
 namespace {
-// Through inline asm rather than _mm512_dpbusd_epi32: with the intrinsic, gcc 12 spills
-// the 12x32 tile's 24 accumulators to the stack on every k step (half the peak lost).
-PYRT_AVX512 inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
-}
+#include "epilogue_avx512_body.h"
 #include "qgemm_avx512vnni_body.h"
 }  // namespace
 

@@ -4,8 +4,9 @@
 // This body is compiled twice: against <immintrin.h> with the AVX-512 target
 // (qgemm_avx512vnni.cc), and against a portable model of the same intrinsics
 // (qgemm_avx512vnni_emulated.cc), so its logic is tested bit for bit on CPUs without the
-// instructions. The including file opens the namespace and defines PYRT_AVX512 and
-// dpbusd(acc, a, b). Intrinsics used here must exist in emulated_avx512.h.
+// instructions. The including file opens the namespace, defines PYRT_AVX512 and
+// dpbusd(acc, a, b), and includes epilogue_avx512_body.h. Intrinsics used here must exist
+// in emulated_avx512.h.
 
 constexpr int kMr = 12;
 constexpr int kNr = 32;  // two zmm of int32 lanes
@@ -22,49 +23,10 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, con
   pack_a_quads(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
 }
 
-PYRT_AVX512 inline int32_t load_u32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
-PYRT_AVX512 inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
-
 // Epilogue for one row of 32 columns (acc0: n0..n0+15, acc1: n0+16..n0+31).
-PYRT_AVX512 void store_row(__m512i acc0, __m512i acc1, int m, int n0, int cols, const Epilogue& ep) {
-  acc0 = _mm512_add_epi32(acc0, load(ep.col_corr + n0));
-  acc1 = _mm512_add_epi32(acc1, load(ep.col_corr + n0 + 16));
-  if (ep.row_sums) {
-    const __m512i rs = _mm512_set1_epi32(ep.row_sums[m]);
-    acc0 = _mm512_sub_epi32(acc0, _mm512_mullo_epi32(rs, load(ep.b_zp + n0)));
-    acc1 = _mm512_sub_epi32(acc1, _mm512_mullo_epi32(rs, load(ep.b_zp + n0 + 16)));
-  }
-  const __mmask16 m0 = __mmask16(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
-  const __mmask16 m1 = __mmask16(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
-  const ptrdiff_t at = ptrdiff_t(m) * ep.ldc + n0;
-  if (ep.out == OutKind::i32) {
-    int32_t* c = static_cast<int32_t*>(ep.c) + at;
-    _mm512_mask_storeu_epi32(c, m0, acc0);
-    _mm512_mask_storeu_epi32(c + 16, m1, acc1);
-    return;
-  }
-  __m512 v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc0), _mm512_loadu_ps(ep.mult + n0));
-  __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc1), _mm512_loadu_ps(ep.mult + n0 + 16));
-  if (ep.out == OutKind::f32) {
-    float* c = static_cast<float*>(ep.c) + at;
-    _mm512_mask_storeu_ps(c, m0, v0);
-    _mm512_mask_storeu_ps(c + 16, m1, v1);
-    return;
-  }
-  const __m512 lo = _mm512_set1_ps(ep.lo_f), hi = _mm512_set1_ps(ep.hi_f);
-  constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  const __m512i zp = _mm512_set1_epi32(ep.out_zp);
-  const __m512i q0 = _mm512_add_epi32(_mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v0, lo), hi), kRne), zp);
-  const __m512i q1 = _mm512_add_epi32(_mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v1, lo), hi), kRne), zp);
-  // q is inside the output range, so truncating to bytes (vpmovdb) is exact for u8 and s8.
-  uint8_t* c = static_cast<uint8_t*>(ep.c) + at;
-  _mm512_mask_cvtepi32_storeu_epi8(c, m0, q0);
-  _mm512_mask_cvtepi32_storeu_epi8(c + 16, m1, q1);
+PYRT_AVX512 inline void store_row(__m512i acc0, __m512i acc1, int m, int n0, int cols, const Epilogue& ep) {
+  store16(acc0, m, n0, cols, ep);
+  if (cols > 16) store16(acc1, m, n0 + 16, cols - 16, ep);
 }
 
 // Where A comes from: a packed tile, or the rows themselves (for GEMMs with so few

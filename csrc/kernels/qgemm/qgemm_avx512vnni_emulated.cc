@@ -11,6 +11,7 @@ namespace pyrt {
 namespace {
 #include "emulated_avx512.h"
 inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) { return _mm512_dpbusd_epi32(acc, a, b); }
+#include "epilogue_avx512_body.h"
 #include "qgemm_avx512vnni_body.h"
 }  // namespace
 
