@@ -1,4 +1,4 @@
-"""The direct small-window int8 convolution (csrc/kernels/qconv/conv_window_avx2.cc): a
+"""The direct small-window int8 convolutions (csrc/kernels/qconv/conv_window_*.cc): a
 first layer's K = kh*kw*C <= 32 window gathered per pixel, no im2col. Every case must equal
 pyruntime.reference bit for bit on every ISA path and thread count, and each case states
 whether the window kernel takes it (checked against the native predicate on the emitted
@@ -53,7 +53,7 @@ def _to_nhwc(x, xs, xz, consts):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("case", CASES, ids=[f"C{c[0]}M{c[1]}k{c[4][0]}x{c[4][1]}s{c[5][1]}d{c[7][1]}" for c in CASES])
 @pytest.mark.parametrize("xdt,wdt,per_channel", [(np.uint8, np.int8, True), (np.int8, np.int8, False),
-                                                 (np.uint8, np.uint8, True)])
+                                                 (np.uint8, np.uint8, True), (np.int8, np.uint8, False)])
 def test_window_conv_matches_reference(emitted, isa, threads, case, xdt, wdt, per_channel):
     C, M, H, W, kernel, strides, pads, dil, window = case
     rng = np.random.default_rng(C * 131 + M * 7 + kernel[1])
@@ -65,8 +65,8 @@ def test_window_conv_matches_reference(emitted, isa, threads, case, xdt, wdt, pe
     xz = np.array(xi.min + 1 if xdt == np.uint8 else xi.max - 2, xdt)
     wz = (rng.integers(wi.min, wi.max + 1, M) if wdt == np.uint8 else np.zeros(M)).astype(wdt)
     ws = rng.uniform(1e-3, 1e-2, M).astype(np.float32)
-    if not per_channel:
-        wz, ws = wz[:1].reshape(()), ws[:1].reshape(())
+    if not per_channel:  # u8 weights at zero point 128: s8 weights with zero point 0 once shifted
+        wz, ws = (np.array(128, wdt) if wdt == np.uint8 else wz[:1].reshape(())), ws[:1].reshape(())
     b = rng.integers(-5000, 5000, M).astype(np.int32)
     ys, yz = np.float32(0.3), np.array(-3 if xdt == np.int8 else 100, xdt)
     consts = dict(xs=np.float32(0.02), xz=xz, w=w, ws=ws, wz=wz, ys=ys, yz=yz, b=b)

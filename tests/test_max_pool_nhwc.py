@@ -68,7 +68,7 @@ def nhwc_pools(emitted) -> list:
 @pytest.mark.parametrize("isa", PATHS)
 @pytest.mark.parametrize("pool", POOLS, ids=["2x2s2", "3x3s2p1", "3x2dil-ceil"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32])
-@pytest.mark.parametrize("C", [1, 16, 33, 64])
+@pytest.mark.parametrize("C", [1, 16, 20, 33, 52, 64])  # every full, half and scalar remainder
 def test_nhwc_max_pool_matches_numpy(emitted, isa, pool, dtype, C):
     rng = np.random.default_rng(C * 3)
     shape = (2, C, 9, 8)

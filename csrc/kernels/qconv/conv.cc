@@ -267,6 +267,7 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
     const WindowConvArgs wa{g,        x,          a_signed, a_zp, groups.empty() ? s.qweights.get() : groups[0].get(), bias.empty() ? nullptr : bias.data(),
                             mult.data(), int(mult.size()), kind, base.out_zero_point, base.lo, base.hi, y,
                             ctx.threads};
+    if (ctx.isa == Isa::avx512vnni && !wa.w->has_zero_points()) return conv_q8_window_8x16_avx512vnni(wa);
     return conv_q8_window_6x16_avx2(wa);
   }
   // One image at a time; `threads` goes to that image's GEMMs.

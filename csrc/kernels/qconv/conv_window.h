@@ -1,6 +1,9 @@
 // The direct small-window int8 convolution (conv_window_avx2.cc): NHWC in and out, one
 // group, constant weights, K = kh*kw*C <= 32 with each window row kw*C <= 16 bytes.
 #pragma once
+#include <functional>
+
+#include "../qgemm/qgemm_kernels.h"
 #include "conv.h"
 #include "pyruntime/qgemm.h"
 
@@ -21,9 +24,25 @@ struct WindowConvArgs {
   int threads;
 };
 
-// Whether a conv_q step (its ints) takes this kernel on the AVX2 paths.
+// Whether a conv_q step (its ints) takes a direct window kernel on the AVX2 and VNNI paths.
 bool window_conv_applies(const std::vector<int64_t>& conv_q_ints);
-// Needs AVX2: callers dispatch on the ISA.
+// Need AVX2 / AVX-512 VNNI: callers dispatch on the ISA. The VNNI kernel multiplies raw
+// weights, so it takes only weights whose zero points are 0 in the s8 domain.
 void conv_q8_window_6x16_avx2(const WindowConvArgs& a);
+void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a);
+
+// Shared by the kernels (conv_window.cc).
+// Refuses (UnsupportedError) a conv whose int32 accumulator could wrap.
+void window_check_no_wrap(const WindowConvArgs& a);
+// The epilogue over per-thread arrays sized for M padded to 64: correction
+// bias - a_zp * sum_k (w - w_zp), with a_zp in the kernel's activation domain.
+Epilogue window_epilogue(const WindowConvArgs& a, int32_t a_zp);
+// Bytes per band row: the zero-point-padded input row plus 16 bytes of over-read slack.
+size_t window_band_stride(const ConvGeometry& g);
+// Output rows (n, oy) split across threads; row(n, oy, band) gets a per-thread band of kh
+// rows, each holding the input row that window row ky reads, padded with the zero point
+// and xor `flip` on every byte (0x80 turns s8 into the u8 domain).
+void window_for_each_output_row(const WindowConvArgs& a, uint8_t flip,
+                                const std::function<void(int64_t, int64_t, uint8_t*)>& row);
 
 }  // namespace pyrt

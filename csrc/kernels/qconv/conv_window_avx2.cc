@@ -14,12 +14,9 @@
 #include <cstring>
 #include <string>
 
-#include "../../runtime/thread_pool.h"
 #include "../qgemm/epilogue_avx2.h"
 #include "../qgemm/packing.h"
-#include "../qgemm/requant.h"
 #include "conv_window.h"
-#include "pyruntime/errors.h"
 
 namespace pyrt {
 namespace {
@@ -27,7 +24,6 @@ namespace {
 constexpr int kRowInts = 32;       // int16 per widened window row: K <= 32
 constexpr int kPixelsPerTile = 6;  // pixels sharing each weight load
 constexpr int kPanel = 16;         // output channels per register pair
-constexpr int64_t kMinMacsPerThread = 1 << 16;
 
 template <typename T>
 T* grow(AlignedBuffer& b, size_t count) {
@@ -35,8 +31,8 @@ T* grow(AlignedBuffer& b, size_t count) {
   return reinterpret_cast<T*>(b.data());
 }
 
-// Weights as int16 (w - w_zp) pairs in panels of 16 channels, zero past K and M, plus the
-// epilogue arrays: correction bias - a_zp * sum_k (w - w_zp), multipliers, b_zp (unused).
+// Weights as int16 (w - w_zp) pairs in panels of 16 channels, zero past K and M, and the
+// epilogue.
 struct WindowWeights {
   const int16_t* pairs;
   int pair_steps;
@@ -44,38 +40,17 @@ struct WindowWeights {
 };
 
 WindowWeights prepare_weights(const WindowConvArgs& a, int K, int M) {
-  thread_local AlignedBuffer pair_buf, array_buf;
-  const int steps = (K + 1) / 2, panels = (M + kPanel - 1) / kPanel, m_pad = panels * kPanel;
+  thread_local AlignedBuffer pair_buf;
+  const int steps = (K + 1) / 2, panels = (M + kPanel - 1) / kPanel;
   int16_t* pairs = grow<int16_t>(pair_buf, size_t(panels) * steps * kPanel * 2);
   std::memset(pairs, 0, size_t(panels) * steps * kPanel * 2 * sizeof(int16_t));
-  int32_t* arrays = grow<int32_t>(array_buf, size_t(m_pad) * 3);
-  std::memset(arrays, 0, size_t(m_pad) * 3 * 4);
-  int32_t* corr = arrays;
-  float* mult = reinterpret_cast<float*>(arrays + m_pad);
   const int8_t* w = a.w->shifted();  // K x M, in the s8 domain with its zero points
   const int32_t* zp = a.w->zero_points();
-  for (int n = 0; n < M; ++n) {
-    int32_t sum = 0;
-    for (int k = 0; k < K; ++k) {
-      const int v = int(w[size_t(k) * M + n]) - zp[n];
-      sum += v;
-      pairs[((size_t(n / kPanel) * steps + k / 2) * kPanel + n % kPanel) * 2 + k % 2] = int16_t(v);
-    }
-    corr[n] = wrap_add(a.bias ? a.bias[n] : 0, -wrap_mul(a.a_zp, sum));
-    mult[n] = a.out == OutKind::i32 ? 1.0f : a.mult[a.n_mult == 1 ? 0 : n];
-  }
-  WindowWeights ww{pairs, steps, {}};
-  ww.ep.out = a.out;
-  ww.ep.col_corr = corr;
-  ww.ep.row_sums = nullptr;
-  ww.ep.b_zp = arrays + 2 * m_pad;
-  ww.ep.mult = mult;
-  ww.ep.lo_f = float(a.lo - a.out_zp);
-  ww.ep.hi_f = float(a.hi - a.out_zp);
-  ww.ep.out_zp = a.out_zp;
-  ww.ep.c = a.y;
-  ww.ep.ldc = M;
-  return ww;
+  for (int n = 0; n < M; ++n)
+    for (int k = 0; k < K; ++k)
+      pairs[((size_t(n / kPanel) * steps + k / 2) * kPanel + n % kPanel) * 2 + k % 2] =
+          int16_t(int(w[size_t(k) * M + n]) - zp[n]);
+  return WindowWeights{pairs, steps, window_epilogue(a, a.a_zp)};
 }
 
 // R pixels x one panel of 16 channels, from widened window rows.
@@ -140,20 +115,12 @@ Gather make_gather(int kh, int run) {
   return gt;
 }
 
-// One output row (image n, row oy): fills the band, widens every pixel's window, runs
-// the tiles.
+// One output row (image n, row oy) from its band: widens every pixel's window, runs the
+// tiles.
 PYRT_AVX2 void output_row(const WindowConvArgs& a, const WindowWeights& ww, const Gather& gt, int64_t n, int64_t oy,
-                          uint8_t* band, size_t band_stride, int16_t* rows) {
+                          const uint8_t* band, size_t band_stride, int16_t* rows) {
   const ConvGeometry& g = a.g;
-  const int64_t C = g.C, padded_w = (g.OW - 1) * g.sw + g.kw;
-  for (int64_t ky = 0; ky < g.kh; ++ky) {
-    uint8_t* dst = band + ky * band_stride;
-    std::memset(dst, uint8_t(a.a_zp), band_stride);
-    const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-    if (iy < 0 || iy >= g.H) continue;
-    const int64_t ix0 = std::max<int64_t>(0, -g.pl), ix1 = std::min<int64_t>(g.W, padded_w - g.pl);
-    if (ix1 > ix0) std::memcpy(dst + (ix0 + g.pl) * C, a.x + ((n * g.H + iy) * g.W + ix0) * C, size_t((ix1 - ix0) * C));
-  }
+  const int64_t C = g.C;
   const int panels = int((g.M + kPanel - 1) / kPanel);
   const int64_t row_base = (n * g.OH + oy) * g.OW;
   for (int64_t ox0 = 0; ox0 < g.OW; ox0 += kPixelsPerTile) {
@@ -179,37 +146,16 @@ PYRT_AVX2 void output_row(const WindowConvArgs& a, const WindowWeights& ww, cons
 
 }  // namespace
 
-bool window_conv_applies(const std::vector<int64_t>& ints) {
-  // ints: geometry[16], a_zp, out_kind, out_zp, lo, hi, mode (0: constant weights), in_nhwc, out_nhwc
-  const ConvGeometry g = ConvGeometry::from(ints);
-  const bool layouts = ints.size() > 23 && ints[21] == 0 && (ints[22] || g.C == 1) && ints[23];
-  return layouts && g.group == 1 && g.dw == 1 && g.kw * g.C <= 16 && g.kh * g.kw * g.C <= kRowInts && g.kh <= 8;
-}
-
 void conv_q8_window_6x16_avx2(const WindowConvArgs& a) {
   const ConvGeometry& g = a.g;
-  const int K = int(g.kh * g.kw * g.C), M = int(g.M);
-  int64_t max_bias = 0;
-  if (a.bias)
-    for (int n = 0; n < M; ++n) max_bias = std::max(max_bias, std::abs(int64_t(a.bias[n])));
-  const int64_t worst = qgemm_worst_case(*a.w, a.a_signed, a.a_zp, max_bias);
-  if (worst > INT32_MAX)
-    throw UnsupportedError("int8 convolution with K=" + std::to_string(K) + " could reach |acc + bias| = " +
-                           std::to_string(worst) + " > 2^31-1 and wrap int32");
-  const WindowWeights ww = prepare_weights(a, K, M);
+  window_check_no_wrap(a);
+  const WindowWeights ww = prepare_weights(a, int(g.kh * g.kw * g.C), int(g.M));
   const Gather gt = make_gather(int(g.kh), int(g.kw * g.C));
-  // The band holds kh zero-point-padded input rows, with slack for a 16-byte over-read.
-  const size_t band_stride = size_t(((g.OW - 1) * g.sw + g.kw) * g.C + 16);
-  const int64_t out_rows = g.N * g.OH;
-  const int64_t macs = out_rows * g.OW * M * K;
-  const int par = int(std::max<int64_t>(1, std::min<int64_t>({a.threads, max_threads(), out_rows,
-                                                              macs / kMinMacsPerThread})));
-  parallel_run(par, [&](int tid) {
-    thread_local AlignedBuffer band_buf, rows_buf;
-    uint8_t* band = grow<uint8_t>(band_buf, band_stride * size_t(g.kh));
+  const size_t band_stride = window_band_stride(g);
+  window_for_each_output_row(a, 0, [&](int64_t n, int64_t oy, uint8_t* band) {
+    thread_local AlignedBuffer rows_buf;
     int16_t* rows = grow<int16_t>(rows_buf, size_t(kPixelsPerTile) * kRowInts);
-    for (int64_t r = out_rows * tid / par; r < out_rows * (tid + 1) / par; ++r)
-      output_row(a, ww, gt, r / g.OH, r % g.OH, band, band_stride, rows);
+    output_row(a, ww, gt, n, oy, band, band_stride, rows);
   });
 }
 

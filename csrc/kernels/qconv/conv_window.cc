@@ -1,0 +1,110 @@
+// What the direct small-window convolutions share: when they apply, the wrap check, the
+// epilogue arrays, and the zero-point-padded band of input rows each output row reads.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "../../runtime/thread_pool.h"
+#include "../qgemm/requant.h"
+#include "conv_window.h"
+#include "pyruntime/errors.h"
+
+namespace pyrt {
+
+namespace {
+
+constexpr int kMaxK = 32;
+constexpr int64_t kMinMacsPerThread = 1 << 16;
+
+}  // namespace
+
+bool window_conv_applies(const std::vector<int64_t>& ints) {
+  // ints: geometry[16], a_zp, out_kind, out_zp, lo, hi, mode (0: constant weights), in_nhwc, out_nhwc
+  const ConvGeometry g = ConvGeometry::from(ints);
+  const bool layouts = ints.size() > 23 && ints[21] == 0 && (ints[22] || g.C == 1) && ints[23];
+  return layouts && g.group == 1 && g.dw == 1 && g.kw * g.C <= 16 && g.kh * g.kw * g.C <= kMaxK && g.kh <= 8;
+}
+
+void window_check_no_wrap(const WindowConvArgs& a) {
+  int64_t max_bias = 0;
+  if (a.bias)
+    for (int64_t n = 0; n < a.g.M; ++n) max_bias = std::max(max_bias, std::abs(int64_t(a.bias[n])));
+  const int64_t worst = qgemm_worst_case(*a.w, a.a_signed, a.a_zp, max_bias);
+  if (worst > INT32_MAX)
+    throw UnsupportedError("int8 convolution with K=" + std::to_string(a.w->K()) + " could reach |acc + bias| = " +
+                           std::to_string(worst) + " > 2^31-1 and wrap int32");
+}
+
+Epilogue window_epilogue(const WindowConvArgs& a, int32_t a_zp) {
+  thread_local AlignedBuffer array_buf;
+  const int K = a.w->K(), M = a.w->N(), m_pad = (M + 63) / 64 * 64;
+  if (array_buf.size() < size_t(m_pad) * 3 * 4) array_buf = AlignedBuffer(size_t(m_pad) * 3 * 4);
+  int32_t* arrays = reinterpret_cast<int32_t*>(array_buf.data());
+  std::memset(arrays, 0, size_t(m_pad) * 3 * 4);
+  int32_t* corr = arrays;
+  float* mult = reinterpret_cast<float*>(arrays + m_pad);
+  const int8_t* w = a.w->shifted();  // K x M, in the s8 domain with its zero points
+  const int32_t* zp = a.w->zero_points();
+  for (int n = 0; n < M; ++n) {
+    int32_t sum = 0;
+    for (int k = 0; k < K; ++k) sum += int(w[size_t(k) * M + n]) - zp[n];
+    corr[n] = wrap_add(a.bias ? a.bias[n] : 0, -wrap_mul(a_zp, sum));
+    mult[n] = a.out == OutKind::i32 ? 1.0f : a.mult[a.n_mult == 1 ? 0 : n];
+  }
+  Epilogue ep;
+  ep.out = a.out;
+  ep.col_corr = corr;
+  ep.row_sums = nullptr;
+  ep.b_zp = arrays + 2 * m_pad;
+  ep.mult = mult;
+  ep.lo_f = float(a.lo - a.out_zp);
+  ep.hi_f = float(a.hi - a.out_zp);
+  ep.out_zp = a.out_zp;
+  ep.c = a.y;
+  ep.ldc = M;
+  return ep;
+}
+
+size_t window_band_stride(const ConvGeometry& g) { return size_t(((g.OW - 1) * g.sw + g.kw) * g.C + 16); }
+
+namespace {
+
+void fill_band(const WindowConvArgs& a, int64_t n, int64_t oy, uint8_t flip, uint8_t* band, size_t band_stride) {
+  const ConvGeometry& g = a.g;
+  const int64_t C = g.C, padded_w = (g.OW - 1) * g.sw + g.kw;
+  for (int64_t ky = 0; ky < g.kh; ++ky) {
+    uint8_t* dst = band + ky * band_stride;
+    std::memset(dst, uint8_t(a.a_zp), band_stride);
+    const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+    if (iy >= 0 && iy < g.H) {
+      const int64_t ix0 = std::max<int64_t>(0, -g.pl), ix1 = std::min<int64_t>(g.W, padded_w - g.pl);
+      if (ix1 > ix0)
+        std::memcpy(dst + (ix0 + g.pl) * C, a.x + ((n * g.H + iy) * g.W + ix0) * C, size_t((ix1 - ix0) * C));
+    }
+    if (flip)
+      for (size_t i = 0; i < band_stride; ++i) dst[i] ^= flip;
+  }
+}
+
+}  // namespace
+
+void window_for_each_output_row(const WindowConvArgs& a, uint8_t flip,
+                                const std::function<void(int64_t, int64_t, uint8_t*)>& row) {
+  const ConvGeometry& g = a.g;
+  const size_t band_stride = window_band_stride(g);
+  const int64_t out_rows = g.N * g.OH;
+  const int64_t macs = out_rows * g.OW * g.M * g.kh * g.kw * g.C;
+  const int par = int(std::max<int64_t>(1, std::min<int64_t>({a.threads, max_threads(), out_rows,
+                                                              macs / kMinMacsPerThread})));
+  parallel_run(par, [&](int tid) {
+    thread_local AlignedBuffer band_buf;
+    if (band_buf.size() < band_stride * size_t(g.kh)) band_buf = AlignedBuffer(band_stride * size_t(g.kh));
+    uint8_t* band = band_buf.data();
+    for (int64_t r = out_rows * tid / par; r < out_rows * (tid + 1) / par; ++r) {
+      fill_band(a, r / g.OH, r % g.OH, flip, band, band_stride);
+      row(r / g.OH, r % g.OH, band);
+    }
+  });
+}
+
+}  // namespace pyrt

@@ -1,0 +1,100 @@
+// Direct int8 convolution for small windows on AVX-512 VNNI (see conv_window_avx2.cc for
+// why a first layer skips im2col). vpdpbusd multiplies u8 by s8 four at a time without
+// saturating, so nothing is widened or gathered: window row ky of a pixel is the run of
+// kw*C consecutive bytes of band row ky, read as ceil(kw*C/4) plain 4-byte broadcasts.
+// The weights carry zeros past kw*C in each row's last quad, so the bytes read past the
+// window (the next pixel's) add nothing. 16 output channels share one zmm.
+//
+// Exactness: the band holds activations in the u8 domain (s8 xor 0x80) and its padding is
+// the zero point in that domain; the weights are raw s8 with zero point 0 (the caller
+// checks), so acc = sum a'*w exactly, and the zero point folds into the correction
+// bias - a_zp' * sum w.
+#include <algorithm>
+#include <cstring>
+
+#include "../qgemm/packing.h"
+#include "../qgemm/vnni_real.h"
+#include "conv_window.h"
+
+namespace pyrt {
+namespace {
+
+#include "../qgemm/epilogue_avx512_body.h"
+
+constexpr int kPixels = 8;  // pixels sharing each weight load
+constexpr int kPanel = 16;  // output channels per zmm
+
+// Weights per panel as [kh][quads][16 channels][4 taps] s8, zero past each row's kw*C taps
+// and past M.
+struct QuadWeights {
+  const int8_t* w;
+  int quads;  // per window row
+  size_t panel_bytes;
+};
+
+QuadWeights prepare_quads(const WindowConvArgs& a) {
+  thread_local AlignedBuffer buf;
+  const ConvGeometry& g = a.g;
+  const int run = int(g.kw * g.C), quads = (run + 3) / 4, M = int(g.M), panels = (M + kPanel - 1) / kPanel;
+  const size_t panel_bytes = size_t(g.kh) * quads * kPanel * 4;
+  if (buf.size() < panel_bytes * panels) buf = AlignedBuffer(panel_bytes * panels);
+  int8_t* out = reinterpret_cast<int8_t*>(buf.data());
+  std::memset(out, 0, panel_bytes * panels);
+  const int8_t* w = a.w->shifted();  // K x M, rows in (ky, kx, c) order
+  for (int n = 0; n < M; ++n)
+    for (int ky = 0; ky < g.kh; ++ky)
+      for (int t = 0; t < run; ++t)
+        out[(n / kPanel) * panel_bytes + ((size_t(ky) * quads + t / 4) * kPanel + n % kPanel) * 4 + t % 4] =
+            w[size_t(ky * run + t) * M + n];
+  return QuadWeights{out, quads, panel_bytes};
+}
+
+// R pixels from ox0 on, one panel of 16 channels.
+template <int R>
+PYRT_AVX512 void tile_pixels(const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw,
+                             int panel, int64_t ox0, int64_t m0, const Epilogue& ep) {
+  __m512i acc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+  const int8_t* wp = qw.w + panel * qw.panel_bytes;
+  const int64_t step = g.sw * g.C;
+  for (int ky = 0; ky < g.kh; ++ky) {
+    const uint8_t* row = band + ky * band_stride + ox0 * step;
+    for (int q = 0; q < qw.quads; ++q) {
+      const __m512i w = load(wp + (ky * qw.quads + q) * kPanel * 4);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) acc[r] = dpbusd(acc[r], _mm512_set1_epi32(load_u32(row + r * step + 4 * q)), w);
+    }
+  }
+  const int cols = int(std::min<int64_t>(kPanel, g.M - panel * kPanel));
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) store16(acc[r], int(m0 + r), panel * kPanel, cols, ep);
+}
+
+template <int R>
+void tile_upto(int count, const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw,
+               int panel, int64_t ox0, int64_t m0, const Epilogue& ep) {
+  if (count == R) return tile_pixels<R>(g, band, band_stride, qw, panel, ox0, m0, ep);
+  if constexpr (R > 1) tile_upto<R - 1>(count, g, band, band_stride, qw, panel, ox0, m0, ep);
+}
+
+}  // namespace
+
+void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
+  const ConvGeometry& g = a.g;
+  window_check_no_wrap(a);
+  const uint8_t flip = a.a_signed ? 0x80 : 0;
+  const Epilogue ep = window_epilogue(a, a.a_zp + (a.a_signed ? 128 : 0));
+  const QuadWeights qw = prepare_quads(a);
+  const size_t band_stride = window_band_stride(g);
+  const int panels = int((g.M + kPanel - 1) / kPanel);
+  window_for_each_output_row(a, flip, [&](int64_t n, int64_t oy, uint8_t* band) {
+    const int64_t row_base = (n * g.OH + oy) * g.OW;
+    for (int64_t ox0 = 0; ox0 < g.OW; ox0 += kPixels) {
+      const int count = int(std::min<int64_t>(kPixels, g.OW - ox0));
+      for (int p = 0; p < panels; ++p) tile_upto<kPixels>(count, g, band, band_stride, qw, p, ox0, row_base + ox0, ep);
+    }
+  });
+}
+
+}  // namespace pyrt
