@@ -68,11 +68,13 @@ def test_dequantize_linear_matches_reference(isa, dtype):
 
 @pytest.mark.parametrize("isa", PATHS)
 @pytest.mark.parametrize("da,db,dy", [(np.uint8, np.uint8, np.uint8), (np.int8, np.int8, np.int8),
-                                      (np.uint8, np.int8, np.uint8)])
-def test_qlinear_add_matches_reference(isa, da, db, dy):
+                                      (np.uint8, np.int8, np.uint8), (np.int8, np.uint8, np.int8)])
+@pytest.mark.parametrize("b_shape", [(17,), (6, 17)], ids=["broadcast", "residual"])
+def test_qlinear_add_matches_reference(isa, da, db, dy, b_shape):
     rng = np.random.default_rng(10)
     a = rng.integers(np.iinfo(da).min, np.iinfo(da).max + 1, (6, 17)).astype(da)
-    b = rng.integers(np.iinfo(db).min, np.iinfo(db).max + 1, (17,)).astype(db)  # broadcast bias
+    b = rng.integers(np.iinfo(db).min, np.iinfo(db).max + 1, b_shape).astype(db)
+    a[0], b[..., :8] = np.iinfo(da).max, np.iinfo(db).max  # saturating sums in the vector lanes
     sa, sb, sy = np.float32(0.02), np.float32(0.005), np.float32(0.03)
     za, zb, zy = np.array(5, da), np.array(-2 if db == np.int8 else 9, db), np.array(1, dy)
     m = one_node("QLinearAdd", [("a", a)], [("sa", sa), ("za", za), ("b", b), ("sb", sb), ("zb", zb), ("sy", sy),

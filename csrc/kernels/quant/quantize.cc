@@ -178,8 +178,37 @@ namespace {
 
 // y = saturate(round_half_even(f32(a - a_zp) * m_a + f32(b - b_zp) * m_b) + y_zp): two f32
 // products and one f32 sum, no FMA (reference.qlinear_add).
+template <typename T>
+PYRT_AVX2 inline __m256 widen8_minus(const T* p, __m256i zp) {
+  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m256i w = std::is_same_v<T, uint8_t> ? _mm256_cvtepu8_epi32(v) : _mm256_cvtepi8_epi32(v);
+  return _mm256_cvtepi32_ps(_mm256_sub_epi32(w, zp));
+}
+
+// Eight outputs at a time of a run where a and b are both contiguous (a residual Add), the
+// same f32 products, sum, clamp and RNE rounding as the scalar lambda; returns how many it did.
 template <typename TA, typename TB, typename TY>
-void qadd_typed(const Step& s, const StepIO& io) {
+PYRT_AVX2 int64_t qadd_run_avx2(const TA* a, const TB* b, TY* y, int64_t n, int32_t a_zp, int32_t b_zp,
+                                int32_t y_zp, float ma, float mb, float lo_v, float hi_v) {
+  const __m256i va_zp = _mm256_set1_epi32(a_zp), vb_zp = _mm256_set1_epi32(b_zp), vy_zp = _mm256_set1_epi32(y_zp);
+  const __m256 vma = _mm256_set1_ps(ma), vmb = _mm256_set1_ps(mb), vlo = _mm256_set1_ps(lo_v), vhi = _mm256_set1_ps(hi_v);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_add_ps(_mm256_mul_ps(widen8_minus(a + i, va_zp), vma),
+                                   _mm256_mul_ps(widen8_minus(b + i, vb_zp), vmb));
+    const __m256 c = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
+    const __m256i q = _mm256_add_epi32(
+        _mm256_cvtps_epi32(_mm256_round_ps(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), vy_zp);
+    // q lies in TY's range: pack to bytes without saturating anything away.
+    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    const __m128i bytes = std::is_same_v<TY, uint8_t> ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), bytes);
+  }
+  return i;
+}
+
+template <typename TA, typename TB, typename TY>
+void qadd_typed(const Step& s, const StepIO& io, bool avx2) {
   const int R = int(s.ints[0]);
   if (R > 8) throw UnsupportedError("quantized Add on a tensor of rank " + std::to_string(R) + "; at most 8");
   const int64_t* shape = &s.ints[1];
@@ -211,27 +240,30 @@ void qadd_typed(const Step& s, const StepIO& io) {
   }
   for_each_broadcast_row(R, shape, sa, sb, total, [&](int64_t oa, int64_t ob, int64_t at, int64_t inner, int64_t ia,
                                                      int64_t ib) {
-    for (int64_t j = 0; j < inner; ++j) y[at + j] = one(a[oa + j * ia], b[ob + j * ib]);
+    int64_t j = 0;
+    if (avx2 && ia == 1 && ib == 1)
+      j = qadd_run_avx2(a + oa, b + ob, y + at, inner, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
+    for (; j < inner; ++j) y[at + j] = one(a[oa + j * ia], b[ob + j * ib]);
   });
 }
 
 template <typename TA, typename TB>
-void qadd_out(const Step& s, const StepIO& io) {
-  if (io.out_v[0]->dtype == DType::u8) return qadd_typed<TA, TB, uint8_t>(s, io);
-  return qadd_typed<TA, TB, int8_t>(s, io);
+void qadd_out(const Step& s, const StepIO& io, bool avx2) {
+  if (io.out_v[0]->dtype == DType::u8) return qadd_typed<TA, TB, uint8_t>(s, io, avx2);
+  return qadd_typed<TA, TB, int8_t>(s, io, avx2);
 }
 
 template <typename TA>
-void qadd_b(const Step& s, const StepIO& io) {
-  if (io.in_v[1]->dtype == DType::u8) return qadd_out<TA, uint8_t>(s, io);
-  return qadd_out<TA, int8_t>(s, io);
+void qadd_b(const Step& s, const StepIO& io, bool avx2) {
+  if (io.in_v[1]->dtype == DType::u8) return qadd_out<TA, uint8_t>(s, io, avx2);
+  return qadd_out<TA, int8_t>(s, io, avx2);
 }
 
 }  // namespace
 
-void qadd_op(const Step& s, const StepIO& io) {
-  if (io.in_v[0]->dtype == DType::u8) return qadd_b<uint8_t>(s, io);
-  return qadd_b<int8_t>(s, io);
+void qadd_op(const Step& s, const StepIO& io, bool avx2) {
+  if (io.in_v[0]->dtype == DType::u8) return qadd_b<uint8_t>(s, io, avx2);
+  return qadd_b<int8_t>(s, io, avx2);
 }
 
 void matmul_int_op(const Step& s, const StepIO& io) {

@@ -9,7 +9,7 @@ void quantize_op(const Step& s, const StepIO& io, bool avx2);
 void dequantize_op(const Step& s, const StepIO& io, bool avx2);
 void dynamic_quantize_op(const Step& s, const StepIO& io);
 // Quantized Add with broadcasting (QLinearAdd, DQ -> Add -> Q).
-void qadd_op(const Step& s, const StepIO& io);
+void qadd_op(const Step& s, const StepIO& io, bool avx2);
 // MatMulInteger / QLinearMatMul with any operand a runtime tensor, batched.
 void matmul_int_op(const Step& s, const StepIO& io);
 
