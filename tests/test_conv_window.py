@@ -103,3 +103,27 @@ def test_window_conv_refuses_an_accumulator_that_could_wrap(isa):
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"], pads=[1] * 4)
     with pytest.raises(pyruntime.UnsupportedError, match="2\\^31-1"):
         pyruntime.load(_model(x, consts, [node], np.uint8), isa=isa).run(None, {"x": x})
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("xdt", [np.uint8, np.int8])
+def test_im2col_conv_splits_pixels_across_threads(emitted, isa, threads, xdt):
+    """The window kernel's companion: a K = 144 NHWC conv at batch 1 takes im2col + GEMM,
+    with each thread gathering and multiplying its own band of output pixels. Every thread
+    count gives the reference's bits."""
+    rng = np.random.default_rng(21)
+    xi = np.iinfo(xdt)
+    x = rng.integers(xi.min, xi.max + 1, (1, 16, 20, 20)).astype(xdt)
+    w = rng.integers(-128, 128, (48, 16, 3, 3)).astype(np.int8)
+    ws = rng.uniform(1e-3, 1e-2, 48).astype(np.float32)
+    xz, yz = np.array(3, xdt), np.array(-7 if xdt == np.int8 else 90, xdt)
+    b = rng.integers(-5000, 5000, 48).astype(np.int32)
+    consts = dict(xs=np.float32(0.02), xz=xz, w=w, ws=ws, wz=np.zeros(48, np.int8), ys=np.float32(0.4), yz=yz, b=b)
+    nodes, src = _to_nhwc(x, 0.02, xz, consts)
+    nodes.append(helper.make_node("QLinearConv", [src, "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
+                                  kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    y = pyruntime.load(_model(x, consts, nodes, xdt), isa=isa, threads=threads).run(None, {"x": x})[0]
+    want = ref.qlinear_conv(x, consts["xs"], int(xz), w, ws, consts["wz"], consts["ys"], yz, b, pads=(1, 1, 1, 1))
+    np.testing.assert_array_equal(y, want)
+    assert not _native.conv_window_applies(conv_q_ints(emitted)[-1])

@@ -58,12 +58,15 @@ inline void copy_elems(T* dst, const T* src, int64_t n) {
 // NHWC input: a row holds, per (ky, kx), the group's cg contiguous channels. With one
 // group and no x dilation, a window row that lies inside the image is kw*C contiguous
 // elements, copied at once.
+// Rows for output pixels [p0, p1) go to col from its start.
 template <typename T>
-void im2col_nhwc(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T* col) {
+void im2col_nhwc_rows(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, int64_t p0, int64_t p1,
+                      T* col) {
   const bool runs = cg == g.C && g.dw == 1;
-  for (int64_t oy = 0; oy < g.OH; ++oy)
-    for (int64_t ox = 0; ox < g.OW; ++ox) {
-      T* row = col + (oy * g.OW + ox) * cg * g.kh * g.kw;
+  for (int64_t p = p0; p < p1; ++p) {
+    {
+      const int64_t oy = p / g.OW, ox = p % g.OW;
+      T* row = col + (p - p0) * cg * g.kh * g.kw;
       const int64_t ix0 = ox * g.sw - g.pl;
       const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
       for (int64_t ky = 0; ky < g.kh; ++ky) {
@@ -82,6 +85,12 @@ void im2col_nhwc(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pa
         }
       }
     }
+  }
+}
+
+template <typename T>
+void im2col_nhwc(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, T* col) {
+  im2col_nhwc_rows(x, g, c0, cg, pad, 0, g.OH * g.OW, col);
 }
 
 // [pixels x mg] -> channel-major y[m0 + m][pixel].
@@ -104,6 +113,8 @@ void for_each_image(int64_t N, int threads, Image image) {
     for (int64_t n = N * tid / par; n < N * (tid + 1) / par; ++n) image(n, 1);
   });
 }
+
+constexpr int64_t kMinConvMacsPerThread = 1 << 18;
 
 template <typename T>
 T* scratch_of(int slot, size_t count) {
@@ -269,6 +280,29 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
                             ctx.threads};
     if (ctx.isa == Isa::avx512vnni && !wa.w->has_zero_points()) return conv_q8_window_8x16_avx512vnni(wa);
     return conv_q8_window_6x16_avx2(wa);
+  }
+  // One image, one group, NHWC in and out, several threads: each thread gathers and
+  // multiplies its own band of output pixels, so the gather runs in parallel too.
+  const int64_t macs = pixels * kcols * g.M;
+  const int pixel_par = int(std::max<int64_t>(1, std::min<int64_t>({ctx.threads, max_threads(), pixels / 16,
+                                                                    macs / kMinConvMacsPerThread})));
+  if (g.N == 1 && g.group == 1 && in_nhwc && out_nhwc && pixel_par > 1) {
+    parallel_run(pixel_par, [&](int tid) {
+      const int64_t p0 = pixels * tid / pixel_par, p1 = pixels * (tid + 1) / pixel_par;
+      uint8_t* col = scratch_of<uint8_t>(0, size_t(p1 - p0) * kcols);
+      im2col_nhwc_rows<uint8_t>(x, g, 0, g.C, uint8_t(a_zp), p0, p1, col);
+      QgemmArgs args = base;
+      args.a = col;
+      args.M = int(p1 - p0);
+      args.threads = 1;
+      args.bias = bias.empty() ? nullptr : bias.data();
+      args.multiplier = mult.empty() ? nullptr : mult.data();
+      args.n_multiplier = int(mult.size());
+      args.c = y + p0 * g.M * out_size;
+      args.ldc = g.M;
+      qgemm(groups.empty() ? *s.qweights : *groups[0], args);
+    });
+    return;
   }
   // One image at a time; `threads` goes to that image's GEMMs.
   auto image = [&](int64_t n, int threads) {
