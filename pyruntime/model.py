@@ -165,15 +165,25 @@ class Model:
         exits=True, each sample is answered by the first gate whose rule fires (the rest of
         the network is not computed for it); return_exit=True adds the exit index per
         sample (gate k -> k, the final head -> number of gates) as int64."""
-        if len(self._input_names) != 1:
-            raise InputError(f"predict needs a single-input model; this one has {self._input_names}: use run()")
-        if self._segments is None:
-            out = self.run(None, {self._input_names[0]: x})[0]
-            n = out.shape[0] if out.ndim else 1
-            with self._stats_lock:
-                self._stats[-1] += n
-            return (out, np.full(n, len(self._stats) - 1, np.int64)) if return_exit else out
-        out, exit_index = self._predict_with_exits(x)
+        # Fast path: an early-exit model and an input whose dtype and row shape were checked
+        # and planned before (the runner re-checks nothing, so a fixed batch size is checked
+        # here). Every other case takes _predict_checked.
+        try:
+            entry = self._runners.get((x.dtype, x.shape[1:]))  # dtype objects hash faster than .str
+            n = x.shape[0]
+        except (AttributeError, IndexError):
+            entry = None
+        if entry is not None and 0 < n < entry[3] and (self._fixed_batch is None or self._fixed_batch == n):
+            out, exit_index = entry[0].run(x, self.exits.snapshot(), self._threads, self._isa)
+            if len(entry[1]) != 1:
+                out = out.reshape((n,) + entry[1])
+        else:
+            out, exit_index = self._predict_checked(x)
+            if exit_index is None:  # no exits (or exits=False): the final head answers every row
+                n = out.shape[0] if out.ndim else 1
+                with self._stats_lock:
+                    self._stats[-1] += n
+                return (out, np.full(n, len(self._stats) - 1, np.int64)) if return_exit else out
         with self._stats_lock:
             if len(exit_index) == 1:
                 self._stats[int(exit_index[0])] += 1
@@ -182,26 +192,20 @@ class Model:
                     self._stats[k] += c
         return (out, exit_index) if return_exit else out
 
-    def _predict_with_exits(self, x):
-        # Fast path: an input whose dtype and row shape were checked and planned before (the
-        # runner re-checks nothing, so a fixed batch dimension is checked here).
-        try:
-            entry = self._runners.get((x.dtype, x.shape[1:]))  # dtype objects hash faster than .str
-            n = x.shape[0]
-        except (AttributeError, IndexError):
-            entry = None
-        if entry is None or not 0 < n < (2 << entry[0].max_bucket) or self._fixed_batch not in (None, n):
-            if not isinstance(x, np.ndarray):
-                raise InputError(f"input '{self._input_names[0]}' must be a numpy array, got {type(x).__name__}")
-            self._check_feed({self._input_names[0]: x})
-            n = x.shape[0] if x.ndim else 1
-            if n == 0:
-                out = self.run(None, {self._input_names[0]: x})[0]
-                return out, np.zeros(0, np.int64)
-            entry = self._exit_runner(x, n)
-        runner, row_shape = entry[0], entry[1]
+    def _predict_checked(self, x):
+        if len(self._input_names) != 1:
+            raise InputError(f"predict needs a single-input model; this one has {self._input_names}: use run()")
+        if self._segments is None:
+            return self.run(None, {self._input_names[0]: x})[0], None
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"input '{self._input_names[0]}' must be a numpy array, got {type(x).__name__}")
+        self._check_feed({self._input_names[0]: x})
+        n = x.shape[0] if x.ndim else 1
+        if n == 0:
+            return self.run(None, {self._input_names[0]: x})[0], np.zeros(0, np.int64)
+        runner, row_shape = self._exit_runner(x, n)[:2]
         out, exit_index = runner.run(x, self.exits.snapshot(), self._threads, self._isa)
-        return (out if len(row_shape) == 1 else out.reshape((n,) + row_shape)), exit_index
+        return out.reshape((n,) + row_shape), exit_index
 
     def _exit_runner(self, x: np.ndarray, n: int):
         """The native exit plan for x's row shape, with plans for every power-of-two chunk
@@ -215,7 +219,8 @@ class Model:
                 buckets = list(entry[2]) if entry else []
                 while len(buckets) <= need:
                     buckets.append(self._plan_exit_bucket(x.dtype, x.shape[1:], len(buckets)))
-                entry = self._build_exit_runner(buckets) + (buckets,)
+                runner, row_shape = self._build_exit_runner(buckets)
+                entry = (runner, row_shape, buckets, 2 << runner.max_bucket)  # [3]: batches below it are planned
                 self._runners[key] = entry
         return entry
 
