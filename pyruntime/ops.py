@@ -5,6 +5,9 @@ pyruntime.reference is the normative statement of it.
 """
 from __future__ import annotations
 
+import math
+import struct
+
 import numpy as np
 
 from . import _native
@@ -107,6 +110,22 @@ def _as_float32_multiplier(m: np.ndarray, name: str) -> np.ndarray:
     return m32
 
 
+_F32 = struct.Struct("f")
+
+
+def _multiplier(x, n: int) -> np.ndarray:
+    """qgemm's multiplier as float32 (1 or n values). A plain positive Python float takes a
+    path without numpy reductions: they cost more than a small GEMM."""
+    if type(x) is float and math.isfinite(x) and x > 0:
+        try:
+            v32 = _F32.unpack(_F32.pack(x))[0]
+        except OverflowError:  # beyond float32: the general path names the problem
+            v32 = math.inf
+        if math.isfinite(v32) and v32 > 0:
+            return np.full(1, v32, np.float32)
+    return _as_float32_multiplier(_positive_floats(x, "multiplier", n), "multiplier")
+
+
 class PackedWeights:
     """B (K x N, uint8 or int8) prepared once; packed per ISA on first use and cached."""
 
@@ -163,7 +182,7 @@ def qgemm(a, packed: PackedWeights, *, a_zero_point=0, bias=None, multiplier=Non
     if kind != 0:
         if multiplier is None:
             raise InputError(f"out_dtype {out} needs a multiplier (scale of the accumulator)")
-        mult = _as_float32_multiplier(_positive_floats(multiplier, "multiplier", N), "multiplier")
+        mult = _multiplier(multiplier, N)
     elif multiplier is not None:
         raise InputError("out_dtype int32 returns the raw accumulator; drop the multiplier or pick another out_dtype")
     q_lo = q_hi = 0
