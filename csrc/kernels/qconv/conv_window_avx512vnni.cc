@@ -66,9 +66,9 @@ PYRT_AVX512 void tile_pixels(const ConvGeometry& g, const uint8_t* band, size_t 
       for (int r = 0; r < R; ++r) acc[r] = dpbusd(acc[r], _mm512_set1_epi32(load_u32(row + r * step + 4 * q)), w);
     }
   }
-  const int cols = int(std::min<int64_t>(kPanel, g.M - panel * kPanel));
+  const Store16 store(ep, panel * kPanel, int(std::min<int64_t>(kPanel, g.M - panel * kPanel)));
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) store16(acc[r], int(m0 + r), panel * kPanel, cols, ep);
+  for (int r = 0; r < R; ++r) store(acc[r], int(m0 + r));
 }
 
 template <int R>

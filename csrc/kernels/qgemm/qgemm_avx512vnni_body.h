@@ -23,12 +23,6 @@ void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, con
   pack_a_quads(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
 }
 
-// Epilogue for one row of 32 columns (acc0: n0..n0+15, acc1: n0+16..n0+31).
-PYRT_AVX512 inline void store_row(__m512i acc0, __m512i acc1, int m, int n0, int cols, const Epilogue& ep) {
-  store16(acc0, m, n0, cols, ep);
-  if (cols > 16) store16(acc1, m, n0 + 16, cols - 16, ep);
-}
-
 // Where A comes from: a packed tile, or the rows themselves (for GEMMs with so few
 // columns that packing A would cost more than it saves). `full` steps read whole quads;
 // the rest (a ragged end of K, rows read in place only) go through tail().
@@ -85,8 +79,13 @@ PYRT_AVX512 void tile_rows(const ASource& a_src, const PackedPanels& b, int pane
       acc[r][1] = dpbusd(acc[r][1], a, b1);
     }
   }
+  const Store16 left(ep, n0, cols);
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], m0 + r, n0, cols, ep);
+  for (int r = 0; r < R; ++r) left(acc[r][0], m0 + r);
+  if (cols <= 16) return;
+  const Store16 right(ep, n0 + 16, cols - 16);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) right(acc[r][1], m0 + r);
 }
 
 template <int R, typename ASource>
@@ -136,8 +135,9 @@ PYRT_AVX512 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, cons
   }
 #pragma GCC unroll 16
   for (int i = 0; i < P; ++i) {
-    const int n0 = (p + i) * kNr;
-    store_row(acc[i][0], acc[i][1], 0, n0, N - n0 < kNr ? N - n0 : kNr, ep);
+    const int n0 = (p + i) * kNr, cols = N - n0 < kNr ? N - n0 : kNr;
+    Store16(ep, n0, cols)(acc[i][0], 0);
+    if (cols > 16) Store16(ep, n0 + 16, cols - 16)(acc[i][1], 0);
   }
 }
 
