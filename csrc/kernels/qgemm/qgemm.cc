@@ -179,9 +179,9 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
   const int panels_per_b_block = std::max<int>(1, int(kBBlockBytes / std::max<size_t>(pb.panel_bytes, 1)));
   const size_t tile_bytes = kern.a_tile_bytes(pb);
 
-  // Few columns: each A row is used by at most two panels, so reading it in place beats
-  // packing it.
-  const bool in_place = kern.tile_inplace != nullptr && pb.reads_a_in_place && panels <= 2;
+  // Few columns: each A row is used by only a few panels, so reading it in place beats
+  // packing it (the kernel family says how few).
+  const bool in_place = kern.tile_inplace != nullptr && pb.reads_a_in_place && panels <= kern.inplace_max_panels;
   parallel_run(threads, [&](int tid) {
     const int t0 = int(int64_t(tasks) * tid / threads), t1 = int(int64_t(tasks) * (tid + 1) / threads);
     if (in_place) {

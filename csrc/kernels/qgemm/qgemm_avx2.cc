@@ -274,6 +274,6 @@ void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, 
 
 }  // namespace
 
-QgemmKernels qgemm_kernels_avx2() { return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv, tile_inplace}; }
+QgemmKernels qgemm_kernels_avx2() { return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv, tile_inplace, 2}; }
 
 }  // namespace pyrt

@@ -46,6 +46,8 @@ struct QgemmKernels {
   // too few columns to repay packing A. Null where the ISA has none.
   void (*tile_inplace)(const uint8_t* a, ptrdiff_t lda, bool a_signed, int K, const PackedPanels& b, int panel,
                        int rows, int cols, int m0, int n0, const Epilogue& ep) = nullptr;
+  // The most panels for which tile_inplace beats packing A (measured per family).
+  int inplace_max_panels = 0;
 };
 
 const QgemmKernels& qgemm_kernels(Isa isa);
