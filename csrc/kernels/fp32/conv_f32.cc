@@ -1,0 +1,88 @@
+// The image's output rows go in chunks whose im2col stays in L2 (written, then read by the
+// GEMM while still cached) instead of one image-sized matrix; at batch 1 the threads split
+// the rows, each doing its own im2col and GEMM, so the im2col runs in parallel too. Each
+// output is computed by the same sgemm tile code whatever the chunking or thread count,
+// so the bits never depend on either.
+#include "conv_f32.h"
+
+#include <algorithm>
+
+#include "../../runtime/thread_pool.h"
+#include "../copy_bytes.h"
+#include "pyruntime/qgemm.h"
+
+namespace pyrt {
+
+namespace {
+
+// im2col bytes per chunk: leaves most of a Zen 4 / Skylake-SP 1 MB L2 to the weights.
+constexpr int64_t kChunkBytes = 128 << 10;
+
+inline void copy_floats(float* dst, const float* src, int64_t n) {
+  copy_bytes(reinterpret_cast<uint8_t*>(dst), reinterpret_cast<const uint8_t*>(src), size_t(n) * sizeof(float));
+}
+
+// Rows [oy0, oy1) of the im2col matrix: one row per output pixel, columns (ky, kx, channel).
+void im2col_rows(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg, int64_t oy0, int64_t oy1,
+                 float* col) {
+  // With the whole group and no x dilation, a window row inside the image is one run.
+  const bool runs = cg == g.C && g.dw == 1;
+  const int64_t run = g.kw * cg;
+  for (int64_t oy = oy0; oy < oy1; ++oy)
+    for (int64_t ox = 0; ox < g.OW; ++ox) {
+      const int64_t ix0 = ox * g.sw - g.pl;
+      const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
+      for (int64_t ky = 0; ky < g.kh; ++ky, col += run) {
+        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+        if (iy < 0 || iy >= g.H) {
+          std::fill(col, col + run, 0.0f);
+        } else if (runs && x_inside) {
+          copy_floats(col, x + (iy * g.W + ix0) * g.C, run);
+        } else {
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = ix0 + kx * g.dw;
+            if (ix >= 0 && ix < g.W)
+              copy_floats(col + kx * cg, x + (iy * g.W + ix) * g.C + c0, cg);
+            else
+              std::fill(col + kx * cg, col + (kx + 1) * cg, 0.0f);
+          }
+        }
+      }
+    }
+}
+
+float* scratch(size_t count) {
+  thread_local AlignedBuffer buffer;
+  if (buffer.size() < count * sizeof(float)) buffer = AlignedBuffer(count * sizeof(float));
+  return reinterpret_cast<float*>(buffer.data());
+}
+
+}  // namespace
+
+void conv_f32_nhwc(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg, const PackedSgemm& w,
+                   const float* bias, float lo, float hi, float* y, ptrdiff_t ldy, int threads, Isa isa) {
+  const int64_t kcols = cg * g.kh * g.kw, pixels = g.OH * g.OW;
+  // A 1x1 stride-1 unpadded conv is a GEMM on the image itself.
+  if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W) {
+    sgemm(x + c0, g.C, int(pixels), w, bias, lo, hi, y, ldy, threads, isa);
+    return;
+  }
+  const int64_t row_floats = g.OW * kcols;
+  const int64_t chunk_rows = std::max<int64_t>(1, kChunkBytes / int64_t(sizeof(float) * row_floats));
+  // Same threshold as sgemm: below ~2^17 multiply-adds a thread costs more than it saves.
+  const int64_t macs = pixels * kcols * w.N();
+  const int par = int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), g.OH, macs >> 17})));
+  auto rows = [&](int64_t r0, int64_t r1, int gemm_threads) {
+    float* col = scratch(size_t(std::min(chunk_rows, r1 - r0) * row_floats));
+    for (int64_t oy = r0; oy < r1; oy += chunk_rows) {
+      const int64_t oy1 = std::min(r1, oy + chunk_rows);
+      im2col_rows(x, g, c0, cg, oy, oy1, col);
+      sgemm(col, kcols, int((oy1 - oy) * g.OW), w, bias, lo, hi, y + oy * g.OW * ldy, ldy, gemm_threads, isa);
+    }
+  };
+  // One thread's worth of work (or one output row): the GEMM may still split its columns.
+  if (par == 1) return rows(0, g.OH, threads);
+  parallel_run(par, [&](int tid) { rows(g.OH * tid / par, g.OH * (tid + 1) / par, 1); });
+}
+
+}  // namespace pyrt
