@@ -84,7 +84,8 @@ def test_sgemm_nan_and_inf_propagate(M, N, K, isa):
 
 
 # (C, M, H, W, k, stride, pads, dilation): first layers (C = 1), 1x1 (GEMM on the image
-# itself), strided and dilated windows, odd channel counts, a 14-row image in several chunks.
+# itself), strided and dilated windows, odd channel counts, a 14-row image in several chunks,
+# a stride that leaves input columns unread, pads wider than the window's reach.
 CONVS = [
     (1, 16, 28, 28, 3, 1, (1, 1, 1, 1), 1),
     (1, 7, 9, 11, 5, 2, (2, 1, 0, 2), 1),
@@ -94,6 +95,8 @@ CONVS = [
     (5, 9, 7, 7, 1, 2, (0, 0, 0, 0), 1),
     (64, 70, 14, 14, 3, 1, (1, 1, 1, 1), 1),
     (20, 130, 6, 5, 3, 2, (1, 0, 1, 1), 1),
+    (4, 8, 11, 11, 3, 3, (0, 0, 0, 0), 1),
+    (2, 24, 5, 6, 3, 1, (2, 3, 2, 3), 1),
 ]
 
 

@@ -6,10 +6,12 @@
 #include "conv_f32.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "../../runtime/thread_pool.h"
 #include "../copy_bytes.h"
 #include "pyruntime/qgemm.h"
+#include "sgemm_kernels.h"
 
 namespace pyrt {
 
@@ -22,33 +24,32 @@ inline void copy_floats(float* dst, const float* src, int64_t n) {
   copy_bytes(reinterpret_cast<uint8_t*>(dst), reinterpret_cast<const uint8_t*>(src), size_t(n) * sizeof(float));
 }
 
-// Rows [oy0, oy1) of the im2col matrix: one row per output pixel, columns (ky, kx, channel).
-void im2col_rows(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg, int64_t oy0, int64_t oy1,
-                 float* col) {
+// im2col rows of output pixels [ox0, ox1) of output row oy: columns (ky, kx, channel).
+void im2col_span(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg, int64_t oy, int64_t ox0,
+                 int64_t ox1, float* col) {
   // With the whole group and no x dilation, a window row inside the image is one run.
   const bool runs = cg == g.C && g.dw == 1;
   const int64_t run = g.kw * cg;
-  for (int64_t oy = oy0; oy < oy1; ++oy)
-    for (int64_t ox = 0; ox < g.OW; ++ox) {
-      const int64_t ix0 = ox * g.sw - g.pl;
-      const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
-      for (int64_t ky = 0; ky < g.kh; ++ky, col += run) {
-        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-        if (iy < 0 || iy >= g.H) {
-          std::fill(col, col + run, 0.0f);
-        } else if (runs && x_inside) {
-          copy_floats(col, x + (iy * g.W + ix0) * g.C, run);
-        } else {
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            const int64_t ix = ix0 + kx * g.dw;
-            if (ix >= 0 && ix < g.W)
-              copy_floats(col + kx * cg, x + (iy * g.W + ix) * g.C + c0, cg);
-            else
-              std::fill(col + kx * cg, col + (kx + 1) * cg, 0.0f);
-          }
+  for (int64_t ox = ox0; ox < ox1; ++ox) {
+    const int64_t ix0 = ox * g.sw - g.pl;
+    const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
+    for (int64_t ky = 0; ky < g.kh; ++ky, col += run) {
+      const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+      if (iy < 0 || iy >= g.H) {
+        std::fill(col, col + run, 0.0f);
+      } else if (runs && x_inside) {
+        copy_floats(col, x + (iy * g.W + ix0) * g.C, run);
+      } else {
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t ix = ix0 + kx * g.dw;
+          if (ix >= 0 && ix < g.W)
+            copy_floats(col + kx * cg, x + (iy * g.W + ix) * g.C + c0, cg);
+          else
+            std::fill(col + kx * cg, col + (kx + 1) * cg, 0.0f);
         }
       }
     }
+  }
 }
 
 float* scratch(size_t count) {
@@ -72,11 +73,48 @@ void conv_f32_nhwc(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg
   // Same threshold as sgemm: below ~2^17 multiply-adds a thread costs more than it saves.
   const int64_t macs = pixels * kcols * w.N();
   const int par = int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), g.OH, macs >> 17})));
+  // AVX-512: no im2col. Each thread copies the input rows its output rows need, zero-padded
+  // and holding only the group's channels (a slab about the size of its share of the
+  // image), and the GEMM reads every window in place through per-column offsets.
+  const bool implicit = isa == Isa::avx512vnni && !(par == 1 && threads > 1);
+  const int64_t wp = (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1;  // padded row width used
+  thread_local std::vector<int32_t> koff;
+  if (implicit) {
+    koff.clear();
+    for (int64_t ky = 0; ky < g.kh; ++ky)
+      for (int64_t kx = 0; kx < g.kw; ++kx)
+        for (int64_t c = 0; c < cg; ++c) koff.push_back(int32_t((ky * g.dh * wp + kx * g.dw) * cg + c));
+  }
+  const int32_t* offsets = koff.data();
+  auto implicit_rows = [&](int64_t r0, int64_t r1) {
+    const int64_t py0 = r0 * g.sh, py1 = (r1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;  // padded input rows
+    float* slab = scratch(size_t((py1 - py0) * wp * cg));
+    const int64_t copy_w = std::max<int64_t>(0, std::min(g.W, wp - g.pl));  // input columns used
+    for (int64_t py = py0; py < py1; ++py) {
+      float* dst = slab + (py - py0) * wp * cg;
+      const int64_t iy = py - g.pt;
+      if (iy < 0 || iy >= g.H) {
+        std::fill(dst, dst + wp * cg, 0.0f);
+        continue;
+      }
+      std::fill(dst, dst + g.pl * cg, 0.0f);
+      const float* src = x + iy * g.W * g.C + c0;
+      if (cg == g.C)
+        copy_floats(dst + g.pl * cg, src, copy_w * cg);
+      else
+        for (int64_t ix = 0; ix < copy_w; ++ix) copy_floats(dst + (g.pl + ix) * cg, src + ix * g.C, cg);
+      std::fill(dst + (g.pl + copy_w) * cg, dst + wp * cg, 0.0f);
+    }
+    for (int64_t oy = r0; oy < r1; ++oy)
+      sgemm_f32_offsets_avx512(slab + (oy * g.sh - py0) * wp * cg, g.sw * cg, offsets, int(g.OW), w, bias, lo, hi,
+                               y + oy * g.OW * ldy, ldy);
+  };
   auto rows = [&](int64_t r0, int64_t r1, int gemm_threads) {
+    if (implicit) return implicit_rows(r0, r1);
     float* col = scratch(size_t(std::min(chunk_rows, r1 - r0) * row_floats));
     for (int64_t oy = r0; oy < r1; oy += chunk_rows) {
       const int64_t oy1 = std::min(r1, oy + chunk_rows);
-      im2col_rows(x, g, c0, cg, oy, oy1, col);
+      for (int64_t r = oy; r < oy1; ++r) im2col_span(x, g, c0, cg, r, 0, g.OW, col + (r - oy) * row_floats);
       sgemm(col, kcols, int((oy1 - oy) * g.OW), w, bias, lo, hi, y + oy * g.OW * ldy, ldy, gemm_threads, isa);
     }
   };

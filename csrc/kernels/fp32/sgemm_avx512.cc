@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <utility>
 
 #include "sgemm_kernels.h"
@@ -29,12 +30,13 @@ PYRT_AVX512 inline void fma_acc(__m512& acc, __m512 a, __m512 b) {
   asm("vfmadd231ps %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
 }
 
-using TileFn = void (*)(const float* a, ptrdiff_t lda, const float* b, size_t panel_stride, int K, int cols,
-                        const float* bias, float lo, float hi, float* c, ptrdiff_t ldc);
+// koff: column k of A at a + koff[k] (an implicit im2col), else at a + k.
+using TileFn = void (*)(const float* a, ptrdiff_t lda, const int32_t* koff, const float* b, size_t panel_stride,
+                        int K, int cols, const float* bias, float lo, float hi, float* c, ptrdiff_t ldc);
 
-template <int R, int P>
-PYRT_AVX512 void tile(const float* a, ptrdiff_t lda, const float* b, size_t panel_stride, int K, int cols,
-                      const float* bias, float lo, float hi, float* c, ptrdiff_t ldc) {
+template <int R, int P, bool kOff>
+PYRT_AVX512 void tile(const float* a, ptrdiff_t lda, const int32_t* koff, const float* b, size_t panel_stride, int K,
+                      int cols, const float* bias, float lo, float hi, float* c, ptrdiff_t ldc) {
   __m512 acc[R][P];
 #pragma GCC unroll 128
   for (int i = 0; i < R * P; ++i) acc[i / P][i % P] = _mm512_setzero_ps();
@@ -42,9 +44,10 @@ PYRT_AVX512 void tile(const float* a, ptrdiff_t lda, const float* b, size_t pane
     __m512 bv[P];
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) bv[p] = _mm512_load_ps(b + p * panel_stride);
+    const float* ak = kOff ? a + koff[k] : a + k;
 #pragma GCC unroll 12
     for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+      const __m512 av = _mm512_set1_ps(ak[r * lda]);
 #pragma GCC unroll 8
       for (int p = 0; p < P; ++p) fma_acc(acc[r][p], av, bv[p]);
     }
@@ -70,25 +73,26 @@ PYRT_AVX512 void tile(const float* a, ptrdiff_t lda, const float* b, size_t pane
     }
 }
 
-template <int R, int P>
+template <int R, int P, bool kOff>
 constexpr TileFn pick() {
-  if constexpr (fits(R, P)) return &tile<R, P>;
+  if constexpr (fits(R, P)) return &tile<R, P, kOff>;
   else return nullptr;
 }
 
-template <int P, int... I>
+template <bool kOff, int P, int... I>
 constexpr std::array<TileFn, kMaxRows> row_tiles(std::integer_sequence<int, I...>) {
-  return {pick<I + 1, P>()...};
+  return {pick<I + 1, P, kOff>()...};
 }
 
-template <int... J>
+template <bool kOff, int... J>
 constexpr std::array<std::array<TileFn, kMaxRows>, kMaxPanels> all_tiles(std::integer_sequence<int, J...>) {
-  return {row_tiles<J + 1>(std::make_integer_sequence<int, kMaxRows>())...};
+  return {row_tiles<kOff, J + 1>(std::make_integer_sequence<int, kMaxRows>())...};
 }
 
 // kTiles[P - 1][R - 1]: every shape that fits, so any ragged edge of a fitting main tile
 // has its own kernel.
-constexpr auto kTiles = all_tiles(std::make_integer_sequence<int, kMaxPanels>());
+constexpr auto kTiles = all_tiles<false>(std::make_integer_sequence<int, kMaxPanels>());
+constexpr auto kOffsetTiles = all_tiles<true>(std::make_integer_sequence<int, kMaxPanels>());
 
 }  // namespace
 
@@ -111,8 +115,24 @@ void sgemm_f32_block_avx512(const float* a, ptrdiff_t lda, int m0, int m1, const
     const int rows = std::min(shape.rows, m1 - m);
     for (int p = p0; p < p1; p += shape.panels) {
       const int np = std::min(shape.panels, p1 - p), n0 = p * kNr;
-      kTiles[np - 1][rows - 1](a + m * lda, lda, w.panel(p), panel_stride, K, std::min(np * kNr, N - n0),
+      kTiles[np - 1][rows - 1](a + m * lda, lda, nullptr, w.panel(p), panel_stride, K, std::min(np * kNr, N - n0),
                                bias ? bias + n0 : nullptr, lo, hi, c + m * ldc + n0, ldc);
+    }
+  }
+}
+
+void sgemm_f32_offsets_avx512(const float* a, ptrdiff_t lda, const int32_t* koff, int M, const PackedSgemm& w,
+                              const float* bias, float lo, float hi, float* c, ptrdiff_t ldc) {
+  const int N = w.N(), K = w.K(), panels = (N + kNr - 1) / kNr;
+  const size_t panel_stride = size_t(K) * kNr;
+  const SgemmTileShape shape = sgemm_tile_shape_avx512(M, N);
+  for (int m = 0; m < M; m += shape.rows) {
+    const int rows = std::min(shape.rows, M - m);
+    for (int p = 0; p < panels; p += shape.panels) {
+      const int np = std::min(shape.panels, panels - p), n0 = p * kNr;
+      kOffsetTiles[np - 1][rows - 1](a + m * lda, lda, koff, w.panel(p), panel_stride, K,
+                                     std::min(np * kNr, N - n0), bias ? bias + n0 : nullptr, lo, hi,
+                                     c + m * ldc + n0, ldc);
     }
   }
 }

@@ -4,6 +4,7 @@
 // AVX-512) and the thread split never change a bit of the result.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 #include "sgemm.h"
 
@@ -20,5 +21,10 @@ SgemmTileShape sgemm_tile_shape_avx512(int M, int N);
 // outermost so a row block of A stays in cache while it meets every panel.
 void sgemm_f32_block_avx512(const float* a, ptrdiff_t lda, int m0, int m1, const PackedSgemm& w, int p0, int p1,
                             SgemmTileShape shape, const float* bias, float lo, float hi, float* c, ptrdiff_t ldc);
+
+// C[M x N] = A x B with A's element (m, k) at a[m * lda + koff[k]]: a convolution's
+// window read straight from the image (an implicit im2col), one thread.
+void sgemm_f32_offsets_avx512(const float* a, ptrdiff_t lda, const int32_t* koff, int M, const PackedSgemm& w,
+                              const float* bias, float lo, float hi, float* c, ptrdiff_t ldc);
 
 }  // namespace pyrt
