@@ -1,8 +1,8 @@
-// The image's output rows go in chunks whose im2col stays in L2 (written, then read by the
-// GEMM while still cached) instead of one image-sized matrix; at batch 1 the threads split
-// the rows, each doing its own im2col and GEMM, so the im2col runs in parallel too. Each
-// output is computed by the same sgemm tile code whatever the chunking or thread count,
-// so the bits never depend on either.
+// At batch 1 the threads split the output rows, each preparing its own input (so that part
+// runs in parallel too) and running its own GEMMs. AVX-512 reads the windows in place from
+// a zero-padded copy of the rows; the other paths im2col chunks of rows small enough to
+// stay in L2 between the im2col and the GEMM. Each output is computed by the same sgemm
+// tile arithmetic whatever the chunking or thread count, so the bits never depend on them.
 #include "conv_f32.h"
 
 #include <algorithm>
@@ -76,7 +76,8 @@ void conv_f32_nhwc(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg
   // AVX-512: no im2col. Each thread copies the input rows its output rows need, zero-padded
   // and holding only the group's channels (a slab about the size of its share of the
   // image), and the GEMM reads every window in place through per-column offsets.
-  const bool implicit = isa == Isa::avx512vnni && !(par == 1 && threads > 1);
+  // A one-row output with threads to spare goes to the column-splitting GEMM instead.
+  const bool implicit = isa == Isa::avx512vnni && (g.OH > 1 || threads == 1);
   const int64_t wp = (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1;  // padded row width used
   thread_local std::vector<int32_t> koff;
   if (implicit) {
