@@ -1,7 +1,8 @@
 // AVX-512 fp32 GEMM tiles: R rows of A (read in place) by P 16-column panels of B, one zmm
 // accumulator per (row, panel). Zen 4 issues one zmm FMA per cycle with a 4-cycle latency,
-// so the main tiles keep >= 24 independent accumulators; small M trades rows for panels
-// (1 x 128 at M = 1) so that a batch-1 layer still has enough FMA chains in flight.
+// so a tile needs several independent accumulators (the main ones hold 14 to 24) and as
+// many FMAs per B load as it can; small M trades rows for panels (1 x 128 at M = 1) so
+// that a batch-1 layer still has enough FMA chains in flight.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -104,8 +105,8 @@ SgemmTileShape sgemm_tile_shape_avx512(int M, int N) {
     const int tiles = (M + max_rows - 1) / max_rows;
     return (M + tiles - 1) / tiles;
   };
-  // Measured on Zen 4 (K = 144..1568): 6 x 64 runs at 102-104% of 14 x 32 (A broadcasts
-  // are shared by four panels); both reach 95-100% of the FMA peak.
+  // Measured on Zen 4 (K = 144..1568): 6 x 64 runs at 100-105% of 12 x 32 or 14 x 32 (A
+  // broadcasts are shared by four panels); all reach 95-100% of the FMA peak.
   if (M >= 6 && panels >= 4) return {balanced(6), 4};
   const int rows = balanced(kMaxRows);
   int p = 1;
