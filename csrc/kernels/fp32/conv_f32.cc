@@ -25,11 +25,10 @@ inline void copy_floats(float* dst, const float* src, int64_t n) {
 }
 
 // im2col rows of output pixels [ox0, ox1) of output row oy: columns (ky, kx, channel).
-void im2col_span(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg, int64_t oy, int64_t ox0,
-                 int64_t ox1, float* col) {
-  // With the whole group and no x dilation, a window row inside the image is one run.
-  const bool runs = cg == g.C && g.dw == 1;
-  const int64_t run = g.kw * cg;
+void im2col_span(const float* x, const ConvGeometry& g, int64_t oy, int64_t ox0, int64_t ox1, float* col) {
+  // Without x dilation, a window row inside the image is one run.
+  const bool runs = g.dw == 1;
+  const int64_t C = g.C, run = g.kw * C;
   for (int64_t ox = ox0; ox < ox1; ++ox) {
     const int64_t ix0 = ox * g.sw - g.pl;
     const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
@@ -43,9 +42,9 @@ void im2col_span(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg, 
         for (int64_t kx = 0; kx < g.kw; ++kx) {
           const int64_t ix = ix0 + kx * g.dw;
           if (ix >= 0 && ix < g.W)
-            copy_floats(col + kx * cg, x + (iy * g.W + ix) * g.C + c0, cg);
+            copy_floats(col + kx * C, x + (iy * g.W + ix) * C, C);
           else
-            std::fill(col + kx * cg, col + (kx + 1) * cg, 0.0f);
+            std::fill(col + kx * C, col + (kx + 1) * C, 0.0f);
         }
       }
     }
@@ -60,12 +59,13 @@ float* scratch(size_t count) {
 
 }  // namespace
 
-void conv_f32_nhwc(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg, const PackedSgemm& w,
-                   const float* bias, float lo, float hi, float* y, ptrdiff_t ldy, int threads, Isa isa) {
-  const int64_t kcols = cg * g.kh * g.kw, pixels = g.OH * g.OW;
+void conv_f32_nhwc(const float* x, const ConvGeometry& g, const PackedSgemm& w, const float* bias, float lo, float hi,
+                   float* y, int threads, Isa isa) {
+  const int64_t C = g.C, kcols = C * g.kh * g.kw, pixels = g.OH * g.OW;
+  const ptrdiff_t ldy = g.M;
   // A 1x1 stride-1 unpadded conv is a GEMM on the image itself.
   if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W) {
-    sgemm(x + c0, g.C, int(pixels), w, bias, lo, hi, y, ldy, threads, isa);
+    sgemm(x, C, int(pixels), w, bias, lo, hi, y, ldy, threads, isa);
     return;
   }
   const int64_t row_floats = g.OW * kcols;
@@ -74,8 +74,8 @@ void conv_f32_nhwc(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg
   const int64_t macs = pixels * kcols * w.N();
   const int par = int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), g.OH, macs >> 17})));
   // AVX-512: no im2col. Each thread copies the input rows its output rows need, zero-padded
-  // and holding only the group's channels (a slab about the size of its share of the
-  // image), and the GEMM reads every window in place through per-column offsets.
+  // (a slab about the size of its share of the image), and the GEMM reads every window in
+  // place through per-column offsets.
   // A one-row output with threads to spare goes to the column-splitting GEMM instead.
   const bool implicit = isa == Isa::avx512vnni && (g.OH > 1 || threads == 1);
   const int64_t wp = (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1;  // padded row width used
@@ -84,30 +84,26 @@ void conv_f32_nhwc(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg
     koff.clear();
     for (int64_t ky = 0; ky < g.kh; ++ky)
       for (int64_t kx = 0; kx < g.kw; ++kx)
-        for (int64_t c = 0; c < cg; ++c) koff.push_back(int32_t((ky * g.dh * wp + kx * g.dw) * cg + c));
+        for (int64_t c = 0; c < C; ++c) koff.push_back(int32_t((ky * g.dh * wp + kx * g.dw) * C + c));
   }
   const int32_t* offsets = koff.data();
   auto implicit_rows = [&](int64_t r0, int64_t r1) {
     const int64_t py0 = r0 * g.sh, py1 = (r1 - 1) * g.sh + (g.kh - 1) * g.dh + 1;  // padded input rows
-    float* slab = scratch(size_t((py1 - py0) * wp * cg));
+    float* slab = scratch(size_t((py1 - py0) * wp * C));
     const int64_t copy_w = std::max<int64_t>(0, std::min(g.W, wp - g.pl));  // input columns used
     for (int64_t py = py0; py < py1; ++py) {
-      float* dst = slab + (py - py0) * wp * cg;
+      float* dst = slab + (py - py0) * wp * C;
       const int64_t iy = py - g.pt;
       if (iy < 0 || iy >= g.H) {
-        std::fill(dst, dst + wp * cg, 0.0f);
+        std::fill(dst, dst + wp * C, 0.0f);
         continue;
       }
-      std::fill(dst, dst + g.pl * cg, 0.0f);
-      const float* src = x + iy * g.W * g.C + c0;
-      if (cg == g.C)
-        copy_floats(dst + g.pl * cg, src, copy_w * cg);
-      else
-        for (int64_t ix = 0; ix < copy_w; ++ix) copy_floats(dst + (g.pl + ix) * cg, src + ix * g.C, cg);
-      std::fill(dst + (g.pl + copy_w) * cg, dst + wp * cg, 0.0f);
+      std::fill(dst, dst + g.pl * C, 0.0f);
+      copy_floats(dst + g.pl * C, x + iy * g.W * C, copy_w * C);
+      std::fill(dst + (g.pl + copy_w) * C, dst + wp * C, 0.0f);
     }
     for (int64_t oy = r0; oy < r1; ++oy)
-      sgemm_f32_offsets_avx512(slab + (oy * g.sh - py0) * wp * cg, g.sw * cg, offsets, int(g.OW), w, bias, lo, hi,
+      sgemm_f32_offsets_avx512(slab + (oy * g.sh - py0) * wp * C, g.sw * C, offsets, int(g.OW), w, bias, lo, hi,
                                y + oy * g.OW * ldy, ldy);
   };
   auto rows = [&](int64_t r0, int64_t r1, int gemm_threads) {
@@ -115,7 +111,7 @@ void conv_f32_nhwc(const float* x, const ConvGeometry& g, int64_t c0, int64_t cg
     float* col = scratch(size_t(std::min(chunk_rows, r1 - r0) * row_floats));
     for (int64_t oy = r0; oy < r1; oy += chunk_rows) {
       const int64_t oy1 = std::min(r1, oy + chunk_rows);
-      for (int64_t r = oy; r < oy1; ++r) im2col_span(x, g, c0, cg, r, 0, g.OW, col + (r - oy) * row_floats);
+      for (int64_t r = oy; r < oy1; ++r) im2col_span(x, g, r, 0, g.OW, col + (r - oy) * row_floats);
       sgemm(col, kcols, int((oy1 - oy) * g.OW), w, bias, lo, hi, y + oy * g.OW * ldy, ldy, gemm_threads, isa);
     }
   };

@@ -142,22 +142,23 @@ void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx) {
     }
   }
   const bool in_nhwc = s.ints.size() > 17 && s.ints[16], out_nhwc = s.ints.size() > 17 && s.ints[17];
+  // NHWC in and out, one group: kernels/fp32/conv_f32.cc, without an image-sized im2col.
+  const bool nhwc = in_nhwc && out_nhwc && s.fweights && g.group == 1;
   auto image = [&](int64_t n, int threads) {
+    if (nhwc)
+      return conv_f32_nhwc(x + n * g.C * g.H * g.W, g, *s.fweights, bias, lo, hi, y + n * g.M * pixels, threads,
+                           ctx.isa);
     float* col = scratch_of<float>(0, size_t(pixels) * kcols);
     float* tile = scratch_of<float>(1, size_t(pixels) * mg);
     const float* xi = x + n * g.C * g.H * g.W;
     float* yi = y + n * g.M * pixels;
     for (int64_t gi = 0; gi < g.group; ++gi) {
-      const PackedSgemm* wp = s.fweights ? s.fweights.get() : runtime_packs[gi].get();
-      if (in_nhwc && out_nhwc && s.fweights && g.group == 1) {
-        conv_f32_nhwc(xi, g, 0, cg, *wp, bias, lo, hi, yi, g.M, threads, ctx.isa);
-        continue;
-      }
       if (in_nhwc)
         im2col_nhwc<float>(xi, g, gi * cg, cg, 0.0f, col);
       else
         im2col<float>(xi, g, gi * cg, cg, 0.0f, col);
       if (s.fweights && g.group > 1) throw UnsupportedError("grouped fp32 conv needs per-group packing");
+      const PackedSgemm* wp = s.fweights ? s.fweights.get() : runtime_packs[gi].get();
       const float* b = bias ? bias + gi * mg : nullptr;
       if (out_nhwc) {  // the GEMM writes straight into its channels of the NHWC output
         sgemm(col, kcols, int(pixels), *wp, b, lo, hi, yi + gi * mg, g.M, threads, ctx.isa);
