@@ -63,6 +63,7 @@ void conv_f32_nhwc(const float* x, const ConvGeometry& g, const PackedSgemm& w, 
                    float* y, int threads, Isa isa) {
   const int64_t C = g.C, kcols = C * g.kh * g.kw, pixels = g.OH * g.OW;
   const ptrdiff_t ldy = g.M;
+  if (pixels == 0) return;
   // A 1x1 stride-1 unpadded conv is a GEMM on the image itself.
   if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W) {
     sgemm(x, C, int(pixels), w, bias, lo, hi, y, ldy, threads, isa);
