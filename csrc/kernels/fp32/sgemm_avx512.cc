@@ -12,6 +12,11 @@
 
 #include "sgemm_kernels.h"
 
+// gcc 12 warns inside its own _mm512_max_ps / _mm512_min_ps (_mm512_undefined_ps), not in
+// this file's code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #define PYRT_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
 
 namespace pyrt {
