@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "../../runtime/thread_pool.h"
+#include "sgemm_kernels.h"
 
 #define PYRT_AVX2 __attribute__((target("avx2,fma")))
 
@@ -97,22 +98,31 @@ void sgemm(const float* a, ptrdiff_t lda, int M, const PackedSgemm& w, const flo
            float* c, ptrdiff_t ldc, int threads, Isa isa) {
   const int N = w.N(), K = w.K();
   if (M == 0 || N == 0) return;
-  const bool avx2 = isa == Isa::avx2 || isa == Isa::avx512vnni;
+  const bool avx512 = isa == Isa::avx512vnni;  // the path implies AVX-512F
+  const bool avx2 = isa == Isa::avx2 || avx512;
+  const SgemmTileShape shape = avx512 ? sgemm_tile_shape_avx512(M, N) : SgemmTileShape{kMr, 1};
   const int panels = (N + kNr - 1) / kNr;
-  const int m_tiles = (M + kMr - 1) / kMr;
-  // Static split: column chunks x row tiles, enough tasks for every thread.
+  const int n_groups = (panels + shape.panels - 1) / shape.panels;
+  const int m_tiles = (M + shape.rows - 1) / shape.rows;
+  // Static split: column groups x row tiles, enough tasks for every thread.
   // A thread that gets less than ~2^17 multiply-adds costs more to wake than it saves.
   const int64_t macs = int64_t(M) * N * K;
   const int max_par = int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), macs >> 17})));
-  const int n_chunks = std::max(1, std::min(panels, max_par));
+  const int n_chunks = std::max(1, std::min(n_groups, max_par));
   const int m_chunks = std::max(1, std::min(m_tiles, (max_par + n_chunks - 1) / n_chunks * 4));
   const int tasks = n_chunks * m_chunks;
   const int par = std::max(1, std::min(max_par, tasks));
   parallel_run(par, [&](int tid) {
     for (int t = int(int64_t(tasks) * tid / par); t < int(int64_t(tasks) * (tid + 1) / par); ++t) {
       const int nc = t / m_chunks, mc = t % m_chunks;
-      const int p0 = panels * nc / n_chunks, p1 = panels * (nc + 1) / n_chunks;
+      const int p0 = n_groups * nc / n_chunks * shape.panels;
+      const int p1 = std::min(panels, n_groups * (nc + 1) / n_chunks * shape.panels);
       const int t0 = m_tiles * mc / m_chunks, t1 = m_tiles * (mc + 1) / m_chunks;
+      if (avx512) {
+        sgemm_f32_block_avx512(a, lda, t0 * shape.rows, std::min(M, t1 * shape.rows), w, p0, p1, shape, bias, lo, hi,
+                               c, ldc);
+        continue;
+      }
       for (int mt = t0; mt < t1; ++mt) {
         const int m0 = mt * kMr, rows = std::min(kMr, M - m0);
         for (int p = p0; p < p1; ++p) {

@@ -7,6 +7,7 @@
 
 #include "../../runtime/thread_pool.h"
 #include "../copy_bytes.h"
+#include "../fp32/conv_f32.h"
 #include "../fp32/sgemm.h"
 #include "conv_window.h"
 #include "pyruntime/errors.h"
@@ -152,7 +153,12 @@ void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx) {
     }
   }
   const bool in_nhwc = s.ints.size() > 17 && s.ints[16], out_nhwc = s.ints.size() > 17 && s.ints[17];
+  // NHWC in and out, one group: kernels/fp32/conv_f32.cc, without an image-sized im2col.
+  const bool nhwc = in_nhwc && out_nhwc && s.fweights && g.group == 1;
   auto image = [&](int64_t n, int threads) {
+    if (nhwc)
+      return conv_f32_nhwc(x + n * g.C * g.H * g.W, g, *s.fweights, bias, lo, hi, y + n * g.M * pixels, threads,
+                           ctx.isa);
     float* col = scratch_of<float>(0, size_t(pixels) * kcols);
     float* tile = scratch_of<float>(1, size_t(pixels) * mg);
     const float* xi = x + n * g.C * g.H * g.W;

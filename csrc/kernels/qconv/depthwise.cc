@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../../runtime/thread_pool.h"
+#include "../fp32/depthwise_f32.h"
 #include "depthwise.h"
 
 namespace pyrt {
@@ -143,7 +144,8 @@ void depthwise_f32_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   p.y = static_cast<float*>(io.out[0]);
   const bool vec = has_avx2(ctx.isa);
   split_rows(p.g.N * p.g.OH, ctx.threads, [&](int64_t r0, int64_t r1) {
-    if (vec) depthwise_f32_8c_avx2(p, r0, r1);
+    if (ctx.isa == Isa::avx512vnni) depthwise_f32_16c_avx512(p, r0, r1);
+    else if (vec) depthwise_f32_8c_avx2(p, r0, r1);
     else depthwise_f32_scalar(p, r0, r1);
   });
 }
