@@ -94,3 +94,18 @@ def test_nhwc_max_pool_nan_matches_the_portable_path(isa):
     got = pyruntime.load(m, isa=isa).run(None, {"x": x})[0]
     assert np.isnan(want).any()
     np.testing.assert_array_equal(got, want)  # NaN positions included
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_nhwc_max_pool_of_a_batch_splits_rows_across_threads(isa, threads):
+    """A batch big enough to split (output over 2 x 64 KiB): every thread count gives numpy's answer."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (8, 64, 34, 34)).astype(np.uint8)
+    pool = POOLS[1]  # 3x3 stride 2 pad 1: border windows on every thread's share
+    model = _nhwc_then_pool(x, pool)
+    # A row that no thread writes would keep what the per-thread arena held, often the same
+    # answer from an earlier run: one thread first writes every row for another input.
+    pyruntime.load(model, isa=isa, threads=1).run(None, {"x": 255 - x})
+    y = pyruntime.load(model, isa=isa, threads=threads).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y, numpy_max_pool(x, *pool))

@@ -34,7 +34,7 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void max_pool_op(const Step& s, const StepIO& io, const RunContext& ctx);
 // NHWC max pooling with AVX2 (max_pool_avx2.cc), for windows of up to 64 positions.
 bool max_pool_nhwc_avx2_fits(const ConvGeometry& g);
-void max_pool_nhwc_avx2(const Step& s, const StepIO& io);
+void max_pool_nhwc_avx2(const Step& s, const StepIO& io, int threads);
 void avg_pool_op(const Step& s, const StepIO& io);
 // Depthwise (group == channels == outputs), NHWC in and out: ints ConvGeometry(16) then,
 // for int8, a_zp, out_kind, out_zp, lo, hi; i32 = bias[C] + (w - w_zp)[kh][kw][C], then the

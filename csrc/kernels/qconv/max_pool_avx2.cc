@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "../../runtime/thread_pool.h"
 #include "conv.h"
 #include "pyruntime/errors.h"
 
@@ -13,6 +14,8 @@
 
 namespace pyrt {
 namespace {
+
+constexpr int64_t kMinBytesPerThread = 1 << 16;  // below this, waking a thread costs more
 
 // Bytes: a 32-lane max, and a 16-lane one for the rest (16 channels are common), unsigned
 // or signed.
@@ -54,8 +57,9 @@ struct MaxF32 {
   static T max1(T best, T v) { return (v > best || v != v) ? v : best; }
 };
 
+// Output rows [r0, r1) of the (image, row) sequence.
 template <typename Ops>
-PYRT_AVX2 void max_pool_nhwc_typed(const Step& s, const StepIO& io) {
+PYRT_AVX2 void max_pool_nhwc_rows(const Step& s, const StepIO& io, int64_t r0, int64_t r1) {
   using T = typename Ops::T;
   const ConvGeometry g = ConvGeometry::from(s.ints);
   const T* x = static_cast<const T*>(io.in[0]);
@@ -69,51 +73,61 @@ PYRT_AVX2 void max_pool_nhwc_typed(const Step& s, const StepIO& io) {
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) offsets[ky * g.kw + kx] = (ky * g.dh * g.W + kx * g.dw) * C;
   const int64_t span_y = (g.kh - 1) * g.dh, span_x = (g.kw - 1) * g.dw;
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t oy = 0; oy < g.OH; ++oy)
-      for (int64_t ox = 0; ox < g.OW; ++ox) {
-        T* out = y + ((n * g.OH + oy) * g.OW + ox) * C;
-        const int64_t iy0 = oy * g.sh - g.pt, ix0 = ox * g.sw - g.pl;
-        int count = 0;
-        if (iy0 >= 0 && iy0 + span_y < g.H && ix0 >= 0 && ix0 + span_x < g.W) {
-          const T* origin = x + ((n * g.H + iy0) * g.W + ix0) * C;
-          for (; count < window; ++count) taps[count] = origin + offsets[count];
-        } else {
-          for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t, int64_t) {
-            taps[count++] = x + ((n * g.H + iy) * g.W + ix) * C;
-          });
-        }
-        if (count == 0) {
-          std::fill(out, out + C, std::numeric_limits<T>::lowest());
-          continue;
-        }
-        for (int64_t c = 0; c < vec_end; c += Ops::kLanes) {
-          auto best = Ops::load(taps[0] + c);
-          for (int t = 1; t < count; ++t) best = Ops::max(best, Ops::load(taps[t] + c));
-          Ops::store(out + c, best);
-        }
-        for (int64_t c = vec_end; c < half_end; c += Ops::kHalfLanes) {
-          auto best = Ops::load_half(taps[0] + c);
-          for (int t = 1; t < count; ++t) best = Ops::max_half(best, Ops::load_half(taps[t] + c));
-          Ops::store_half(out + c, best);
-        }
-        for (int64_t c = half_end; c < C; ++c) {
-          T best = taps[0][c];
-          for (int t = 1; t < count; ++t) best = Ops::max1(best, taps[t][c]);
-          out[c] = best;
-        }
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.OH, oy = r % g.OH;
+    for (int64_t ox = 0; ox < g.OW; ++ox) {
+      T* out = y + ((n * g.OH + oy) * g.OW + ox) * C;
+      const int64_t iy0 = oy * g.sh - g.pt, ix0 = ox * g.sw - g.pl;
+      int count = 0;
+      if (iy0 >= 0 && iy0 + span_y < g.H && ix0 >= 0 && ix0 + span_x < g.W) {
+        const T* origin = x + ((n * g.H + iy0) * g.W + ix0) * C;
+        for (; count < window; ++count) taps[count] = origin + offsets[count];
+      } else {
+        for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t, int64_t) {
+          taps[count++] = x + ((n * g.H + iy) * g.W + ix) * C;
+        });
       }
+      if (count == 0) {
+        std::fill(out, out + C, std::numeric_limits<T>::lowest());
+        continue;
+      }
+      for (int64_t c = 0; c < vec_end; c += Ops::kLanes) {
+        auto best = Ops::load(taps[0] + c);
+        for (int t = 1; t < count; ++t) best = Ops::max(best, Ops::load(taps[t] + c));
+        Ops::store(out + c, best);
+      }
+      for (int64_t c = vec_end; c < half_end; c += Ops::kHalfLanes) {
+        auto best = Ops::load_half(taps[0] + c);
+        for (int t = 1; t < count; ++t) best = Ops::max_half(best, Ops::load_half(taps[t] + c));
+        Ops::store_half(out + c, best);
+      }
+      for (int64_t c = half_end; c < C; ++c) {
+        T best = taps[0][c];
+        for (int t = 1; t < count; ++t) best = Ops::max1(best, taps[t][c]);
+        out[c] = best;
+      }
+    }
+  }
+}
+
+// A batch's rows split across threads: at batch 64 a pool is milliseconds of one thread.
+template <typename Ops>
+void max_pool_nhwc_typed(const Step& s, const StepIO& io, int threads) {
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  const int64_t rows = g.N * g.OH, bytes = io.out_v[0]->elements() * int64_t(sizeof(typename Ops::T));
+  const int par = int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), rows, bytes / kMinBytesPerThread})));
+  parallel_run(par, [&](int tid) { max_pool_nhwc_rows<Ops>(s, io, rows * tid / par, rows * (tid + 1) / par); });
 }
 
 }  // namespace
 
 bool max_pool_nhwc_avx2_fits(const ConvGeometry& g) { return g.kh * g.kw <= 64; }
 
-void max_pool_nhwc_avx2(const Step& s, const StepIO& io) {
+void max_pool_nhwc_avx2(const Step& s, const StepIO& io, int threads) {
   switch (io.in_v[0]->dtype) {
-    case DType::f32: return max_pool_nhwc_typed<MaxF32>(s, io);
-    case DType::u8: return max_pool_nhwc_typed<MaxU8>(s, io);
-    case DType::s8: return max_pool_nhwc_typed<MaxS8>(s, io);
+    case DType::f32: return max_pool_nhwc_typed<MaxF32>(s, io, threads);
+    case DType::u8: return max_pool_nhwc_typed<MaxU8>(s, io, threads);
+    case DType::s8: return max_pool_nhwc_typed<MaxS8>(s, io, threads);
     default: throw UnsupportedError("MaxPool on this dtype");
   }
 }

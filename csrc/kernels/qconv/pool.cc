@@ -84,7 +84,7 @@ void max_pool_nhwc(const Step& s, const StepIO& io) {
 void max_pool_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   if (s.ints.size() > 16 && s.ints[16]) {
     const bool has_avx2 = ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni;
-    if (has_avx2 && max_pool_nhwc_avx2_fits(ConvGeometry::from(s.ints))) return max_pool_nhwc_avx2(s, io);
+    if (has_avx2 && max_pool_nhwc_avx2_fits(ConvGeometry::from(s.ints))) return max_pool_nhwc_avx2(s, io, ctx.threads);
     switch (io.in_v[0]->dtype) {
       case DType::f32: return max_pool_nhwc<float>(s, io);
       case DType::u8: return max_pool_nhwc<uint8_t>(s, io);
