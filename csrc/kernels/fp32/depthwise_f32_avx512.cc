@@ -66,12 +66,8 @@ PYRT_AVX512 void pixels4(const DepthwiseF32& p, const float* const* tp, int64_t 
 PYRT_AVX512 void depthwise_f32_16c_avx512(const DepthwiseF32& p, int64_t r0, int64_t r1) {
   const ConvGeometry& g = p.g;
   const int64_t C = g.C, K = g.kh * g.kw;
-  thread_local std::vector<float> zero_row;
-  thread_local std::vector<const float*> ptrs;
-  zero_row.assign(size_t(C), 0.0f);
-  ptrs.resize(size_t(K + g.kh));
-  const float** tp = ptrs.data();
-  DepthwiseTaps<float> taps(g, p.x, zero_row.data(), tp, tp + K);
+  const float** tp = nullptr;
+  DepthwiseTaps<float> taps = f32_depthwise_taps(p, tp);
   // Output columns whose window lies inside the image across x (as DepthwiseTaps finds them).
   const int64_t ox_lo = std::min(g.OW, (g.pl + g.sw - 1) / g.sw);
   const int64_t last = g.W - 1 + g.pl - (g.kw - 1) * g.dw;

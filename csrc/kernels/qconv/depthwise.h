@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "conv.h"
 #include "pyruntime/qgemm.h"
@@ -86,5 +87,18 @@ class DepthwiseTaps {
   int64_t ox_lo_, ox_hi_;
   bool row_inside_ = false;
 };
+
+// The taps of a float depthwise kernel over per-thread scratch: tp gets the kh*kw tap
+// pointers of the current pixel; taps outside the image read a row of zeros (what an
+// im2col would hold).
+inline DepthwiseTaps<float> f32_depthwise_taps(const DepthwiseF32& p, const float**& tp) {
+  thread_local std::vector<float> zero_row;
+  thread_local std::vector<const float*> ptrs;
+  const int64_t K = p.g.kh * p.g.kw;
+  zero_row.assign(size_t(p.g.C), 0.0f);
+  ptrs.resize(size_t(K + p.g.kh));
+  tp = ptrs.data();
+  return DepthwiseTaps<float>(p.g, p.x, zero_row.data(), tp, tp + K);
+}
 
 }  // namespace pyrt

@@ -155,12 +155,8 @@ void depthwise_q8_16c_avx2(const DepthwiseQ& p, int64_t r0, int64_t r1) {
 PYRT_AVX2 void depthwise_f32_8c_avx2(const DepthwiseF32& p, int64_t r0, int64_t r1) {
   const ConvGeometry& g = p.g;
   const int64_t C = g.C, K = g.kh * g.kw;
-  thread_local std::vector<float> zero_row;
-  thread_local std::vector<const float*> ptrs;
-  zero_row.assign(size_t(C), 0.0f);
-  ptrs.resize(size_t(K + g.kh));
-  const float** tp = ptrs.data();
-  DepthwiseTaps<float> taps(g, p.x, zero_row.data(), tp, tp + K);
+  const float** tp = nullptr;
+  DepthwiseTaps<float> taps = f32_depthwise_taps(p, tp);
   const __m256 lo = _mm256_set1_ps(p.lo), hi = _mm256_set1_ps(p.hi);
   // max/min return their second operand when one is NaN: NaN passes through.
   const auto clamp = [lo, hi](__m256 v) PYRT_AVX2 { return _mm256_min_ps(hi, _mm256_max_ps(lo, v)); };
