@@ -57,6 +57,7 @@ class Model:
             self._segments = [(seg, Model(seg.graph, threads=threads, isa=isa, trusted_inputs=True))
                               for seg in exits_mod.split(g, gates)]
         self._stats = [0] * (len(gates) + 1 if gates else 1)  # samples per exit, the final head last
+        self._final_rows = _native.RowCounter()  # the final head's rows on the plain fast path
         self._stats_lock = threading.Lock()
         self.inputs = [IOInfo(i.name, i.dtype, tuple(i.shape)) for i in g.inputs]
         self.outputs = [IOInfo(o.name, o.dtype, tuple(o.shape)) for o in g.outputs]
@@ -71,6 +72,9 @@ class Model:
         value_names = set(plan_time_inputs(g))
         self._value_inputs = [i for i, name in enumerate(self._input_names) if name in value_names]
         self._one_input = len(self._input_names) == 1 and not self._value_inputs
+        # (shape, program) of the latest single-input call, one tuple so that a reader on
+        # another thread never pairs one call's shape with another's program.
+        self._last: tuple = (None, None)
         self._lock = threading.Lock()
         self._last_arena = 0
 
@@ -133,10 +137,33 @@ class Model:
 
     def run(self, output_names, feed) -> list[np.ndarray]:
         """onnxruntime-compatible: the named outputs (all when None), in that order."""
-        # Fast path: a feed whose shapes were planned before. The native side re-checks
-        # dtype and exact shape on every call, so only a first sight needs the full checks.
+        # Fast path: a single input of the same shape as the latest call. The native side
+        # re-checks dtype and exact shape on every call, so only a new shape needs the
+        # full checks.
         try:
-            if self._one_input:  # the common case, without comprehension frames
+            x = feed[self._input_names[0]]
+            shape, prog = self._last
+            if x.shape != shape or len(feed) != 1:
+                prog = None
+        except (TypeError, KeyError, AttributeError, IndexError):
+            prog = None
+        if prog is not None:
+            outs = prog.run([x], self._threads, self._isa)
+        else:
+            arrays, prog = self._planned(feed)
+            outs = prog.run(arrays, self._threads, self._isa)
+        if not output_names:  # None or [] (onnxruntime's convention): every output
+            return outs
+        try:
+            return [outs[self._output_pos[n]] for n in output_names]
+        except (KeyError, TypeError):
+            raise InputError(f"unknown output name(s) in {output_names!r}; this model's outputs are "
+                             f"{self._output_names}") from None
+
+    def _planned(self, feed) -> tuple[list, object]:
+        """The feed's arrays and the program planned for their shapes (planned now if new)."""
+        try:
+            if self._one_input:
                 x = feed[self._input_names[0]]
                 arrays = [x]
                 key = (x.shape,)
@@ -151,23 +178,23 @@ class Model:
         if prog is None or len(feed) != len(arrays):
             arrays = self._check_feed(feed)
             prog = self._program(self._key(arrays), arrays)
-        outs = prog.run(arrays, self._threads, self._isa)
-        if not output_names:  # None or [] (onnxruntime's convention): every output
-            return outs
-        try:
-            return [outs[self._output_pos[n]] for n in output_names]
-        except (KeyError, TypeError):
-            raise InputError(f"unknown output name(s) in {output_names!r}; this model's outputs are "
-                             f"{self._output_names}") from None
+        if self._one_input:
+            self._last = (arrays[0].shape, prog)
+        return arrays, prog
 
     def predict(self, x, *, return_exit: bool = False):
         """Output 0 for the model's single input. On an early-exit model loaded with
         exits=True, each sample is answered by the first gate whose rule fires (the rest of
         the network is not computed for it); return_exit=True adds the exit index per
         sample (gate k -> k, the final head -> number of gates) as int64."""
-        # Fast path: an early-exit model and an input whose dtype and row shape were checked
+        # Fast path for an early-exit model: an input whose dtype and row shape were checked
         # and planned before (the runner re-checks nothing, so a fixed batch size is checked
         # here). Every other case takes _predict_checked.
+        if (self._segments is None and not return_exit and x.__class__ is np.ndarray
+                and x.shape == (last := self._last)[0]):
+            # A plain model (or exits off) and the same shape as the latest call.
+            return last[1].run_counted([x], self._threads, self._isa, self._final_rows)[0]
+        n = 1
         try:
             entry = self._runners.get((x.dtype, x.shape[1:]))  # dtype objects hash faster than .str
             n = x.shape[0]
@@ -269,12 +296,14 @@ class Model:
         """Samples answered by each exit since load or the last reset_exit_stats()."""
         with self._stats_lock:
             counts = list(self._stats)
+        counts[-1] += self._final_rows.rows
         names = [g.output for g in (self._gates or [])] + [self._output_names[0]]
         return {"counts": dict(zip(names, counts)), "total": sum(counts)}
 
     def reset_exit_stats(self) -> None:
         with self._stats_lock:
             self._stats = [0] * len(self._stats)
+            self._final_rows.reset()
 
     def summary(self) -> str:
         """Per node: the kernel chosen, dtypes and fusions; plus the arena of the last plan."""

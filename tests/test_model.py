@@ -109,6 +109,20 @@ def test_run_none_names_and_predict(models, x64):
         assert isinstance(m.run(None, {"x": x64}), list)
 
 
+def test_plain_model_counts_predicted_rows(zoo, x64):
+    """A model without gates counts every row predict answers (first sight and the
+    latest-shape fast path alike) under its final output; run() counts nothing."""
+    m = pyruntime.load(str(zoo.path("fp32")))
+    m.predict(x64)  # first sight: planned and counted in Python
+    m.predict(x64)  # fast path: counted natively
+    m.predict(x64[:3])
+    m.run(None, {"x": x64})
+    assert m.exit_stats() == {"counts": {"logits": 131}, "total": 131}
+    m.reset_exit_stats()
+    m.predict(x64[:3])
+    assert m.exit_stats()["total"] == 3
+
+
 def test_run_output_order(zoo, x64):
     """Outputs come back in the order asked for, not the graph's declared order."""
     base = zoo.proto("qdq_s8s8_pt")
@@ -311,8 +325,9 @@ BATCHES = (1, 3, 17, 64)
 
 @pytest.mark.parametrize("variant", ["fp32", "qdq_u8s8_pc", "qop_u8s8_pt"])
 def test_many_python_threads_one_model(zoo, variant):
-    """8 Python threads x 50 calls, mixed batch sizes, on one Model: each result equals
-    the single-threaded one bit for bit."""
+    """8 Python threads x 50 calls, mixed batch sizes, run and predict alternating (both
+    share the latest-shape fast path), on one Model: each result equals the
+    single-threaded one bit for bit."""
     m = pyruntime.load(str(zoo.path(variant)))
     rng = np.random.default_rng(7)
     xs = {b: rng.random((b, 784), dtype=np.float32) for b in BATCHES}
@@ -325,7 +340,7 @@ def test_many_python_threads_one_model(zoo, variant):
             start.wait()
             for i in range(50):
                 b = BATCHES[(tid + i) % len(BATCHES)]
-                out = m.run(None, {"x": xs[b]})[0]
+                out = m.run(None, {"x": xs[b]})[0] if i % 2 else m.predict(xs[b])
                 if not np.array_equal(out, expected[b]):
                     mismatches.append((tid, i, b))
         except Exception as e:  # noqa: BLE001 - reported below
