@@ -86,6 +86,42 @@ def test_qlinear_add_matches_reference(isa, da, db, dy, b_shape):
     np.testing.assert_array_equal(y, ref.qlinear_add(a, sa, int(za), b, sb, int(zb), sy, int(zy), dy))
 
 
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("dtype,zp", [(np.uint8, 3), (np.int8, -5)])
+def test_quantize_linear_split_over_threads(isa, dtype, zp):
+    """A tensor large enough to be split over threads, with a ragged end: each thread
+    count gives the reference's bits. Each count quantizes different values, so a share
+    no thread wrote cannot pass on an earlier call's output."""
+    rng = np.random.default_rng(12)
+    m = None
+    for threads in (1, 2, 3):
+        x = quantize_inputs(rng, 37 * 1001).reshape(37, 1001) * np.float32(threads)
+        if m is None:
+            m = one_node("QuantizeLinear", [("x", x)], [("s", np.float32(0.05)), ("z", np.array(zp, dtype))], dtype,
+                         x.shape)
+        y = pyruntime.load(m, isa=isa, threads=threads).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(y, ref.quantize_linear(x, np.float32(0.05), zp, dtype), err_msg=f"{threads=}")
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("b_shape", [(1, 7, 1003), (5, 1, 1003), (5, 7, 1)], ids=["rows", "planes", "columns"])
+def test_qlinear_add_split_over_threads(isa, b_shape):
+    """A broadcasting quantized Add large enough to be split over threads: a thread's rows
+    start mid-tensor, so its operand offsets come from the row index (rank 3 here)."""
+    rng = np.random.default_rng(13)
+    sa, sb, sy = np.float32(0.02), np.float32(0.005), np.float32(0.03)
+    for threads in (1, 2, 3):
+        a = rng.integers(0, 256, (5, 7, 1003)).astype(np.uint8)
+        b = rng.integers(-128, 128, b_shape).astype(np.int8)
+        m = one_node("QLinearAdd", [("a", a)], [("sa", sa), ("za", np.uint8(5)), ("b", b), ("sb", sb),
+                                                ("zb", np.int8(-2)), ("sy", sy), ("zy", np.uint8(1))],
+                     np.uint8, a.shape, domain="com.microsoft")
+        m.graph.node[0].ClearField("input")
+        m.graph.node[0].input.extend(["a", "sa", "za", "b", "sb", "zb", "sy", "zy"])
+        y = pyruntime.load(m, isa=isa, threads=threads).run(None, {"a": a})[0]
+        np.testing.assert_array_equal(y, ref.qlinear_add(a, sa, 5, b, sb, -2, sy, 1, np.uint8), err_msg=f"{threads=}")
+
+
 def test_qdq_add_relu_fuses_and_matches_reference():
     """DQ -> Add -> Relu -> Q (onnxruntime's QDQ residual form) runs as one quantized Add."""
     rng = np.random.default_rng(11)

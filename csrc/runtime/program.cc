@@ -73,12 +73,12 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
     case kGather: return gather_op(s, io);
     case kSgemm: return sgemm_step(s, io, ctx);
     case kQgemm: return qgemm_step(s, io, ctx);
-    case kQuantize: return quantize_op(s, io, ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni);
+    case kQuantize: return quantize_op(s, io, ctx);
     case kDequantize: return dequantize_op(s, io, ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni);
     case kDynQuantize: return dynamic_quantize_op(s, io);
     case kMatMulF32: return matmul_f32_op(s, io);
     case kMatMulInt: return matmul_int_op(s, io);
-    case kQAdd: return qadd_op(s, io, ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni);
+    case kQAdd: return qadd_op(s, io, ctx);
     case kBatchNorm: return batch_norm_op(s, io);
     case kConvF32: return conv_f32_op(s, io, ctx);
     case kConvQ: return conv_q_op(s, io, ctx);

@@ -9,6 +9,8 @@
 
 #include "../broadcast.h"
 #include "../qgemm/requant.h"
+#include "../../runtime/thread_pool.h"
+#include "quant_runs.h"
 #include "pyruntime/errors.h"
 
 namespace pyrt {
@@ -52,32 +54,25 @@ namespace {
 
 #define PYRT_AVX2 __attribute__((target("avx2,fma")))
 
-// One channel's run of `n` values. The AVX2 loops compute the same f32 division, RNE
-// rounding (explicit, not MXCSR) and clamp as quantize_one, lane by lane.
+// One channel's run of `n` values; the vector runs (quant_runs.h) compute the same f32
+// division, RNE rounding (explicit, not MXCSR) and clamp as quantize_one, lane by lane.
 template <typename TY>
-void quantize_run_scalar(const float* x, int64_t n, float s, int32_t zp, TY* y) {
+void quantize_run(const float* x, int64_t n, float s, int32_t zp, TY* y, Isa isa) {
   const int32_t lo = std::is_same_v<TY, uint8_t> ? 0 : -128, hi = std::is_same_v<TY, uint8_t> ? 255 : 127;
-  for (int64_t i = 0; i < n; ++i) y[i] = TY(quantize_one(x[i], s, zp, lo, hi));
+  int64_t i = 0;
+  if (isa == Isa::avx512vnni)
+    i = quantize_run_avx512(x, n, s, zp, y);
+  else if (isa == Isa::avx2)
+    i = quantize_run_avx2(x, n, s, zp, y);
+  for (; i < n; ++i) y[i] = TY(quantize_one(x[i], s, zp, lo, hi));
 }
 
-template <typename TY>
-PYRT_AVX2 void quantize_run_avx2(const float* x, int64_t n, float s, int32_t zp, TY* y) {
-  const float lo = std::is_same_v<TY, uint8_t> ? 0.0f : -128.0f, hi = std::is_same_v<TY, uint8_t> ? 255.0f : 127.0f;
-  const __m256 vs = _mm256_set1_ps(s), vzp = _mm256_set1_ps(float(zp));
-  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-  const __m256 vnan_to = _mm256_set1_ps(std::min(std::max(float(zp), lo), hi));
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 q = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
-    const __m256 nan = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
-    __m256 r = _mm256_add_ps(_mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vzp);
-    r = _mm256_min_ps(_mm256_max_ps(r, vlo), vhi);
-    r = _mm256_blendv_ps(r, vnan_to, nan);
-    alignas(32) int32_t tmp[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), _mm256_cvttps_epi32(r));
-    for (int j = 0; j < 8; ++j) y[i + j] = TY(tmp[j]);
-  }
-  quantize_run_scalar(x + i, n - i, s, zp, y + i);
+// Element-wise work splits anywhere with the same bits; below this many outputs per
+// thread, waking one costs more than it saves.
+constexpr int64_t kMinElementsPerThread = 1 << 14;
+
+int split_for(int64_t elements, int threads) {
+  return int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), elements / kMinElementsPerThread})));
 }
 
 template <typename TX>
@@ -106,7 +101,7 @@ void dequantize_run(const TX* x, int64_t n, float s, int32_t zp, float* y, bool 
 
 }  // namespace
 
-void quantize_op(const Step& s, const StepIO& io, bool avx2) {
+void quantize_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   const bool per_axis = s.ints[3] != 0;
   // Per tensor, the whole tensor is one run whatever split the lowering described.
   const int64_t outer = per_axis ? s.ints[0] : 1, axis_len = per_axis ? s.ints[1] : 1;
@@ -116,19 +111,22 @@ void quantize_op(const Step& s, const StepIO& io, bool avx2) {
   const float* scale = static_cast<const float*>(io.in[1]);
   const bool has_zp = io.in.size() > 2 && io.in[2];
   for (int64_t c = 0; c < (per_axis ? axis_len : 1); ++c) check_scale(scale[c], "QuantizeLinear");
+  // A run [begin, end) of channel ch's values starting at flat offset base.
+  auto run = [&](int64_t ch, int64_t begin, int64_t end) {
+    const int32_t zp = has_zp ? read_int(io.in[2], io.in_v[2]->dtype, ch) : 0;
+    if (out == DType::u8)
+      quantize_run(x + begin, end - begin, scale[ch], zp, static_cast<uint8_t*>(io.out[0]) + begin, ctx.isa);
+    else
+      quantize_run(x + begin, end - begin, scale[ch], zp, static_cast<int8_t*>(io.out[0]) + begin, ctx.isa);
+  };
+  if (!per_axis) {
+    const int par = split_for(inner, ctx.threads);
+    // Thread shares start on 64-value boundaries: whole cache lines of output each.
+    parallel_run(par, [&](int tid) { run(0, (inner * tid / par) & ~int64_t(63), tid + 1 == par ? inner : (inner * (tid + 1) / par) & ~int64_t(63)); });
+    return;
+  }
   for (int64_t o = 0; o < outer; ++o)
-    for (int64_t c = 0; c < axis_len; ++c) {
-      const int64_t ch = per_axis ? c : 0;
-      const int32_t zp = has_zp ? read_int(io.in[2], io.in_v[2]->dtype, ch) : 0;
-      const int64_t base = (o * axis_len + c) * inner;
-      if (out == DType::u8) {
-        uint8_t* y = static_cast<uint8_t*>(io.out[0]) + base;
-        avx2 ? quantize_run_avx2(x + base, inner, scale[ch], zp, y) : quantize_run_scalar(x + base, inner, scale[ch], zp, y);
-      } else {
-        int8_t* y = static_cast<int8_t*>(io.out[0]) + base;
-        avx2 ? quantize_run_avx2(x + base, inner, scale[ch], zp, y) : quantize_run_scalar(x + base, inner, scale[ch], zp, y);
-      }
-    }
+    for (int64_t c = 0; c < axis_len; ++c) run(c, (o * axis_len + c) * inner, (o * axis_len + c + 1) * inner);
 }
 
 void dequantize_op(const Step& s, const StepIO& io, bool avx2) {
@@ -178,37 +176,8 @@ namespace {
 
 // y = saturate(round_half_even(f32(a - a_zp) * m_a + f32(b - b_zp) * m_b) + y_zp): two f32
 // products and one f32 sum, no FMA (reference.qlinear_add).
-template <typename T>
-PYRT_AVX2 inline __m256 widen8_minus(const T* p, __m256i zp) {
-  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-  const __m256i w = std::is_same_v<T, uint8_t> ? _mm256_cvtepu8_epi32(v) : _mm256_cvtepi8_epi32(v);
-  return _mm256_cvtepi32_ps(_mm256_sub_epi32(w, zp));
-}
-
-// Eight outputs at a time of a run where a and b are both contiguous (a residual Add), the
-// same f32 products, sum, clamp and RNE rounding as the scalar lambda; returns how many it did.
 template <typename TA, typename TB, typename TY>
-PYRT_AVX2 int64_t qadd_run_avx2(const TA* a, const TB* b, TY* y, int64_t n, int32_t a_zp, int32_t b_zp,
-                                int32_t y_zp, float ma, float mb, float lo_v, float hi_v) {
-  const __m256i va_zp = _mm256_set1_epi32(a_zp), vb_zp = _mm256_set1_epi32(b_zp), vy_zp = _mm256_set1_epi32(y_zp);
-  const __m256 vma = _mm256_set1_ps(ma), vmb = _mm256_set1_ps(mb), vlo = _mm256_set1_ps(lo_v), vhi = _mm256_set1_ps(hi_v);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_add_ps(_mm256_mul_ps(widen8_minus(a + i, va_zp), vma),
-                                   _mm256_mul_ps(widen8_minus(b + i, vb_zp), vmb));
-    const __m256 c = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
-    const __m256i q = _mm256_add_epi32(
-        _mm256_cvtps_epi32(_mm256_round_ps(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), vy_zp);
-    // q lies in TY's range: pack to bytes without saturating anything away.
-    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    const __m128i bytes = std::is_same_v<TY, uint8_t> ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), bytes);
-  }
-  return i;
-}
-
-template <typename TA, typename TB, typename TY>
-void qadd_typed(const Step& s, const StepIO& io, bool avx2) {
+void qadd_typed(const Step& s, const StepIO& io, const RunContext& ctx) {
   const int R = int(s.ints[0]);
   if (R > 8) throw UnsupportedError("quantized Add on a tensor of rank " + std::to_string(R) + "; at most 8");
   const int64_t* shape = &s.ints[1];
@@ -238,32 +207,41 @@ void qadd_typed(const Step& s, const StepIO& io, bool avx2) {
     y[0] = one(a[0], b[0]);
     return;
   }
-  for_each_broadcast_row(R, shape, sa, sb, total, [&](int64_t oa, int64_t ob, int64_t at, int64_t inner, int64_t ia,
-                                                     int64_t ib) {
-    int64_t j = 0;
-    if (avx2 && ia == 1 && ib == 1)
-      j = qadd_run_avx2(a + oa, b + ob, y + at, inner, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
-    for (; j < inner; ++j) y[at + j] = one(a[oa + j * ia], b[ob + j * ib]);
-  });
+  const int64_t inner = shape[R - 1], rows = inner ? total / inner : 0;
+  auto rows_of = [&](int64_t r0, int64_t r1) {
+    for_each_broadcast_row(R, shape, sa, sb, r0, r1, [&](int64_t oa, int64_t ob, int64_t at, int64_t n, int64_t ia,
+                                                         int64_t ib) {
+      int64_t j = 0;
+      if (ia == 1 && ib == 1) {  // both contiguous (a residual Add, a bias row)
+        if (ctx.isa == Isa::avx512vnni)
+          j = qadd_run_avx512(a + oa, b + ob, y + at, n, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
+        else if (ctx.isa == Isa::avx2)
+          j = qadd_run_avx2(a + oa, b + ob, y + at, n, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
+      }
+      for (; j < n; ++j) y[at + j] = one(a[oa + j * ia], b[ob + j * ib]);
+    });
+  };
+  const int par = int(std::min<int64_t>(split_for(total, ctx.threads), rows));
+  parallel_run(par, [&](int tid) { rows_of(rows * tid / par, rows * (tid + 1) / par); });
 }
 
 template <typename TA, typename TB>
-void qadd_out(const Step& s, const StepIO& io, bool avx2) {
-  if (io.out_v[0]->dtype == DType::u8) return qadd_typed<TA, TB, uint8_t>(s, io, avx2);
-  return qadd_typed<TA, TB, int8_t>(s, io, avx2);
+void qadd_out(const Step& s, const StepIO& io, const RunContext& ctx) {
+  if (io.out_v[0]->dtype == DType::u8) return qadd_typed<TA, TB, uint8_t>(s, io, ctx);
+  return qadd_typed<TA, TB, int8_t>(s, io, ctx);
 }
 
 template <typename TA>
-void qadd_b(const Step& s, const StepIO& io, bool avx2) {
-  if (io.in_v[1]->dtype == DType::u8) return qadd_out<TA, uint8_t>(s, io, avx2);
-  return qadd_out<TA, int8_t>(s, io, avx2);
+void qadd_b(const Step& s, const StepIO& io, const RunContext& ctx) {
+  if (io.in_v[1]->dtype == DType::u8) return qadd_out<TA, uint8_t>(s, io, ctx);
+  return qadd_out<TA, int8_t>(s, io, ctx);
 }
 
 }  // namespace
 
-void qadd_op(const Step& s, const StepIO& io, bool avx2) {
-  if (io.in_v[0]->dtype == DType::u8) return qadd_b<uint8_t>(s, io, avx2);
-  return qadd_b<int8_t>(s, io, avx2);
+void qadd_op(const Step& s, const StepIO& io, const RunContext& ctx) {
+  if (io.in_v[0]->dtype == DType::u8) return qadd_b<uint8_t>(s, io, ctx);
+  return qadd_b<int8_t>(s, io, ctx);
 }
 
 void matmul_int_op(const Step& s, const StepIO& io) {
