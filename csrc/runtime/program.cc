@@ -32,10 +32,10 @@ int64_t Value::elements() const {
 
 namespace {
 
-void qgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
+// A GEMM step's arguments that do not change from call to call.
+QgemmArgs qgemm_step_args(const Step& s, DType a_dtype) {
   QgemmArgs args;
-  args.a = io.in[0];
-  args.a_signed = io.in_v[0]->dtype == DType::s8;
+  args.a_signed = a_dtype == DType::s8;
   args.M = int(s.ints[0]);
   args.lda = s.qweights->K();
   args.a_zero_point = int32_t(s.ints[1]);
@@ -46,11 +46,17 @@ void qgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
   args.bias = s.i32.empty() ? nullptr : s.i32.data();
   args.multiplier = s.f32.empty() ? nullptr : s.f32.data();
   args.n_multiplier = int(s.f32.size());
-  args.c = io.out[0];
   args.ldc = s.qweights->N();
+  return args;
+}
+
+void qgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
+  QgemmArgs args = qgemm_step_args(s, io.in_v[0]->dtype);
+  args.a = io.in[0];
+  args.c = io.out[0];
   args.threads = ctx.threads;
   args.isa = ctx.isa;
-  qgemm(*s.qweights, args);
+  qgemm(*s.qweights, args, s.qterms.get());
 }
 
 void sgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
@@ -90,6 +96,13 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
     case kQAvgPool: return qavg_pool_op(s, io, ctx);
   }
   throw UnsupportedError("executor has no kernel for op code " + std::to_string(s.op));
+}
+
+void Program::add_step(Step s) {
+  // A GEMM's column terms are constant: computed (and the int32 range checked) at plan time.
+  if (s.op == kQgemm)
+    s.qterms = std::make_shared<QgemmColumnTerms>(*s.qweights, qgemm_step_args(s, values_.at(s.inputs.at(0)).dtype));
+  steps_.push_back(std::move(s));
 }
 
 void Program::run(const std::vector<const void*>& ins, const std::vector<void*>& outs, int threads, Isa isa) const {

@@ -39,6 +39,7 @@ struct Step {
   std::shared_ptr<PackedSgemm> fweights;
   std::vector<int32_t> i32;     // e.g. int32 bias
   std::vector<float> f32;       // e.g. per-channel multipliers, fp32 bias
+  std::shared_ptr<const QgemmColumnTerms> qterms;  // an int8 GEMM step's epilogue terms, built once
 };
 
 // Pointers and shapes of one step's operands for one call.
@@ -58,7 +59,7 @@ class Program {
     constants_.push_back(std::move(data));
     return int(constants_.size()) - 1;
   }
-  void add_step(Step s) { steps_.push_back(std::move(s)); }
+  void add_step(Step s);
   void set_arena_bytes(size_t b) { arena_bytes_ = b; }
   void set_io(std::vector<int> inputs, std::vector<int> outputs, std::vector<std::string> input_names) {
     inputs_ = std::move(inputs);

@@ -88,8 +88,28 @@ struct QgemmArgs {
   Isa isa = Isa::scalar;
 };
 
-// Runs on the calling thread plus up to args.threads - 1 pool workers.
-void qgemm(const PackedWeights& w, const QgemmArgs& args);
+// The per-column epilogue terms of one (weights, bias, a zero point, a signedness, output
+// kind, multiplier) combination: bias and zero-point corrections, zero points, multipliers.
+// Where these are constant (an executor step) they are computed once instead of per call.
+// Throws UnsupportedError where the accumulator could wrap int32 (qgemm_worst_case).
+class QgemmColumnTerms {
+ public:
+  QgemmColumnTerms(const PackedWeights& w, const QgemmArgs& args);
+  // Fills caller-owned arrays of padded_columns(N) entries each (zero past N).
+  static void fill(const PackedWeights& w, const QgemmArgs& args, int32_t* col_corr, int32_t* b_zp, float* mult);
+  static int padded_columns(int N) { return (N + 63) / 64 * 64; }
+  const int32_t* col_corr() const { return reinterpret_cast<const int32_t*>(buf_.data()); }
+  const int32_t* b_zp() const { return col_corr() + n_pad_; }
+  const float* mult() const { return reinterpret_cast<const float*>(col_corr() + 2 * n_pad_); }
+
+ private:
+  int n_pad_;
+  AlignedBuffer buf_;
+};
+
+// Runs on the calling thread plus up to args.threads - 1 pool workers. `terms`, when given,
+// must have been built from the same weights and epilogue arguments.
+void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms* terms = nullptr);
 
 // Worst-case |accumulator + bias| for these operands, as DESIGN.md defines it.
 int64_t qgemm_worst_case(const PackedWeights& w, bool a_signed, int32_t a_zero_point,

@@ -81,9 +81,9 @@ constexpr int64_t kMinMacsPerThread = 1 << 18;
 
 }  // namespace
 
-void qgemm(const PackedWeights& w, const QgemmArgs& args) {
-  const int M = args.M, N = w.N(), K = w.K();
-  if (M == 0 || N == 0) return;
+void QgemmColumnTerms::fill(const PackedWeights& w, const QgemmArgs& args, int32_t* col_corr, int32_t* b_zp,
+                            float* mult) {
+  const int N = w.N(), K = w.K(), n_pad = padded_columns(N);
   int64_t max_bias = 0;
   if (args.bias)
     for (int n = 0; n < N; ++n) max_bias = std::max(max_bias, std::abs(int64_t(args.bias[n])));
@@ -92,22 +92,6 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
     throw UnsupportedError("int8 GEMM with K=" + std::to_string(K) + " could reach |acc + bias| = " +
                            std::to_string(worst) +
                            " > 2^31-1 and wrap int32; split K or narrow the weights");
-
-  // More threads than usable CPUs would only queue behind each other, and a thread that
-  // gets less than ~kMinMacsPerThread costs more to wake than it saves.
-  const int64_t macs = int64_t(M) * N * K;
-  const int max_par = int(std::max<int64_t>(1, std::min<int64_t>({args.threads, max_threads(),
-                                                                  macs / kMinMacsPerThread})));
-  const QgemmKernels& kern = qgemm_kernels(args.isa);
-  const PackedPanels& pb = w.packed(args.isa);
-
-  // Epilogue arrays, padded so kernels load whole vectors past N.
-  const int n_pad = round_up(N, 64);
-  auto* arrays = reinterpret_cast<int32_t*>(scratch(kEpilogueArrays, size_t(n_pad) * 3 * 4));
-  int32_t* col_corr = arrays;
-  int32_t* b_zp = arrays + n_pad;
-  float* mult = reinterpret_cast<float*>(arrays + 2 * n_pad);
-  std::memset(arrays, 0, size_t(n_pad) * 3 * 4);
   const int32_t a_zp = args.a_zero_point + (args.a_signed ? 128 : 0);  // in the A' domain
   const int32_t* zp = w.zero_points();
   const int32_t* cs = w.column_sums();
@@ -120,6 +104,44 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args) {
     b_zp[n] = zp[n];
     mult[n] = args.out == OutKind::i32 ? 1.0f : args.multiplier[args.n_multiplier == 1 ? 0 : n];
   }
+  // Padding, so kernels may load whole vectors past N.
+  for (int n = N; n < n_pad; ++n) {
+    col_corr[n] = b_zp[n] = 0;
+    mult[n] = 0.0f;
+  }
+}
+
+QgemmColumnTerms::QgemmColumnTerms(const PackedWeights& w, const QgemmArgs& args)
+    : n_pad_(padded_columns(w.N())), buf_(size_t(n_pad_) * 3 * 4) {
+  auto* arrays = reinterpret_cast<int32_t*>(buf_.data());
+  fill(w, args, arrays, arrays + n_pad_, reinterpret_cast<float*>(arrays + 2 * n_pad_));
+}
+
+void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms* terms) {
+  const int M = args.M, N = w.N(), K = w.K();
+  if (M == 0 || N == 0) return;
+  const int32_t *col_corr, *b_zp;
+  const float* mult;
+  if (terms) {
+    col_corr = terms->col_corr();
+    b_zp = terms->b_zp();
+    mult = terms->mult();
+  } else {
+    const int n_pad = QgemmColumnTerms::padded_columns(N);
+    auto* arrays = reinterpret_cast<int32_t*>(scratch(kEpilogueArrays, size_t(n_pad) * 3 * 4));
+    QgemmColumnTerms::fill(w, args, arrays, arrays + n_pad, reinterpret_cast<float*>(arrays + 2 * n_pad));
+    col_corr = arrays;
+    b_zp = arrays + n_pad;
+    mult = reinterpret_cast<const float*>(arrays + 2 * n_pad);
+  }
+
+  // More threads than usable CPUs would only queue behind each other, and a thread that
+  // gets less than ~kMinMacsPerThread costs more to wake than it saves.
+  const int64_t macs = int64_t(M) * N * K;
+  const int max_par = int(std::max<int64_t>(1, std::min<int64_t>({args.threads, max_threads(),
+                                                                  macs / kMinMacsPerThread})));
+  const QgemmKernels& kern = qgemm_kernels(args.isa);
+  const PackedPanels& pb = w.packed(args.isa);
 
   int32_t* row_sums = nullptr;
   if (w.has_zero_points()) {
