@@ -56,7 +56,7 @@ void qgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
   args.c = io.out[0];
   args.threads = ctx.threads;
   args.isa = ctx.isa;
-  qgemm(*s.qweights, args, s.qterms.get());
+  qgemm(*s.qweights, args, s.qterms.at(0).get());
 }
 
 void sgemm_step(const Step& s, const StepIO& io, const RunContext& ctx) {
@@ -99,9 +99,10 @@ void run_step(const Step& s, const StepIO& io, const RunContext& ctx) {
 }
 
 void Program::add_step(Step s) {
-  // A GEMM's column terms are constant: computed (and the int32 range checked) at plan time.
-  if (s.op == kQgemm)
-    s.qterms = std::make_shared<QgemmColumnTerms>(*s.qweights, qgemm_step_args(s, values_.at(s.inputs.at(0)).dtype));
+  // GEMM column terms are constant: computed (and the int32 range checked) at plan time.
+  const DType a_dtype = s.inputs.empty() || s.inputs[0] < 0 ? DType::u8 : values_.at(s.inputs[0]).dtype;
+  if (s.op == kQgemm) s.qterms = {std::make_shared<QgemmColumnTerms>(*s.qweights, qgemm_step_args(s, a_dtype))};
+  if (s.op == kConvQ) s.qterms = conv_q_column_terms(s, a_dtype);
   steps_.push_back(std::move(s));
 }
 

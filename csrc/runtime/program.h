@@ -39,7 +39,8 @@ struct Step {
   std::shared_ptr<PackedSgemm> fweights;
   std::vector<int32_t> i32;     // e.g. int32 bias
   std::vector<float> f32;       // e.g. per-channel multipliers, fp32 bias
-  std::shared_ptr<const QgemmColumnTerms> qterms;  // an int8 GEMM step's epilogue terms, built once
+  // Epilogue terms built once at plan time: an int8 GEMM's, or a constant int8 conv's per group.
+  std::vector<std::shared_ptr<const QgemmColumnTerms>> qterms;
 };
 
 // Pointers and shapes of one step's operands for one call.

@@ -247,7 +247,35 @@ RuntimeQConv runtime_qconv(const Step& s, const StepIO& io, const ConvGeometry& 
   return r;
 }
 
+// Group gi's slice of the bias and the multipliers (one for all, or one per output channel).
+void use_group_epilogue(QgemmArgs& args, const std::vector<int32_t>& bias, const std::vector<float>& mult,
+                        const ConvGeometry& g, int64_t gi) {
+  const int64_t mg = g.M / g.group;
+  const bool per_channel = int64_t(mult.size()) == g.M;
+  args.bias = bias.empty() ? nullptr : bias.data() + gi * mg;
+  args.multiplier = mult.empty() ? nullptr : mult.data() + (per_channel ? gi * mg : 0);
+  args.n_multiplier = mult.empty() ? 0 : (per_channel ? int(mg) : 1);
+}
+
 }  // namespace
+
+std::vector<std::shared_ptr<const QgemmColumnTerms>> conv_q_column_terms(const Step& s, DType a_dtype) {
+  if (s.ints[21] != 0) return {};
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  QgemmArgs args;  // what conv_q_op sets for constant operands
+  args.a_signed = a_dtype == DType::s8;
+  args.a_zero_point = int32_t(s.ints[16]);
+  args.out = OutKind(s.ints[17]);
+  args.out_zero_point = int32_t(s.ints[18]);
+  args.lo = int32_t(s.ints[19]);
+  args.hi = int32_t(s.ints[20]);
+  std::vector<std::shared_ptr<const QgemmColumnTerms>> terms;
+  for (int64_t gi = 0; gi < g.group; ++gi) {
+    use_group_epilogue(args, s.i32, s.f32, g, gi);
+    terms.push_back(std::make_shared<QgemmColumnTerms>(s.qgroups.empty() ? *s.qweights : *s.qgroups[gi], args));
+  }
+  return terms;
+}
 
 void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   // ints: geometry[16], a_zp, out_kind, out_zp, lo, hi, mode (0: constants packed at load;
@@ -276,7 +304,6 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   base.isa = ctx.isa;
   const std::vector<int32_t>& bias = general ? rt.bias : s.i32;
   const std::vector<float>& mult = general ? rt.mult : s.f32;
-  const bool mult_per_channel = int64_t(mult.size()) == g.M;
   const bool in_nhwc = s.ints.size() > 23 && s.ints[22], out_nhwc = s.ints.size() > 23 && s.ints[23];
   // A first layer's small window skips im2col: it is gathered and widened per pixel.
   const bool has_avx2 = ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni;
@@ -301,12 +328,10 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
       args.a = col;
       args.M = int(p1 - p0);
       args.threads = 1;
-      args.bias = bias.empty() ? nullptr : bias.data();
-      args.multiplier = mult.empty() ? nullptr : mult.data();
-      args.n_multiplier = int(mult.size());
+      use_group_epilogue(args, bias, mult, g, 0);
       args.c = y + p0 * g.M * out_size;
       args.ldc = g.M;
-      qgemm(groups.empty() ? *s.qweights : *groups[0], args);
+      qgemm(groups.empty() ? *s.qweights : *groups[0], args, general ? nullptr : s.qterms.at(0).get());
     });
     return;
   }
@@ -325,12 +350,10 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
         im2col_nhwc<uint8_t>(xi, g, gi * cg, cg, uint8_t(a_zp), col);
       else
         im2col<uint8_t>(xi, g, gi * cg, cg, uint8_t(a_zp), col);
-      args.bias = bias.empty() ? nullptr : bias.data() + gi * mg;
-      args.multiplier = mult.empty() ? nullptr : mult.data() + (mult_per_channel ? gi * mg : 0);
-      args.n_multiplier = mult.empty() ? 0 : (mult_per_channel ? int(mg) : 1);
+      use_group_epilogue(args, bias, mult, g, gi);
       args.c = out_nhwc ? yi + gi * mg * out_size : tile;  // NHWC: straight into this group's channels
       args.ldc = out_nhwc ? g.M : mg;
-      qgemm(groups.empty() ? *s.qweights : *groups[gi], args);
+      qgemm(groups.empty() ? *s.qweights : *groups[gi], args, general ? nullptr : s.qterms.at(gi).get());
       if (out_nhwc) continue;
       if (out_size == 1)
         scatter_channels<uint8_t>(tile, pixels, mg, yi, gi * mg);

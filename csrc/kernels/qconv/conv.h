@@ -31,6 +31,9 @@ inline void for_each_tap_inside(const ConvGeometry& g, int64_t oy, int64_t ox, T
 
 void conv_f32_op(const Step& s, const StepIO& io, const RunContext& ctx);
 void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx);
+// A conv_q step's GEMM column terms per group, where its weights and epilogue are
+// constants (none for runtime operands).
+std::vector<std::shared_ptr<const QgemmColumnTerms>> conv_q_column_terms(const Step& s, DType a_dtype);
 void max_pool_op(const Step& s, const StepIO& io, const RunContext& ctx);
 // NHWC max pooling with AVX2 (max_pool_avx2.cc), for windows of up to 64 positions.
 bool max_pool_nhwc_avx2_fits(const ConvGeometry& g);
