@@ -56,9 +56,8 @@ class Model:
         if gates and exits:
             self._segments = [(seg, Model(seg.graph, threads=threads, isa=isa, trusted_inputs=True))
                               for seg in exits_mod.split(g, gates)]
-        self._stats = [0] * (len(gates) + 1 if gates else 1)  # samples per exit, the final head last
-        self._final_rows = _native.RowCounter()  # the final head's rows on the plain fast path
-        self._stats_lock = threading.Lock()
+        self._exit_count = len(gates) + 1 if gates else 1
+        self._counts = _native.ExitCounter(self._exit_count)  # rows per exit, the final head last
         self.inputs = [IOInfo(i.name, i.dtype, tuple(i.shape)) for i in g.inputs]
         self.outputs = [IOInfo(o.name, o.dtype, tuple(o.shape)) for o in g.outputs]
         first = self.inputs[0].shape if self.inputs else ()
@@ -193,7 +192,7 @@ class Model:
         if (self._segments is None and not return_exit and x.__class__ is np.ndarray
                 and x.shape == (last := self._last)[0]):
             # A plain model (or exits off) and the same shape as the latest call.
-            return last[1].run_counted([x], self._threads, self._isa, self._final_rows)[0]
+            return last[1].run_counted([x], self._threads, self._isa, self._counts)[0]
         n = 1
         try:
             entry = self._runners.get((x.dtype, x.shape[1:]))  # dtype objects hash faster than .str
@@ -201,22 +200,16 @@ class Model:
         except (AttributeError, IndexError):
             entry = None
         if entry is not None and 0 < n < entry[3] and (self._fixed_batch is None or self._fixed_batch == n):
-            out, exit_index = entry[0].run(x, self.exits.snapshot(), self._threads, self._isa)
+            out, exit_index = entry[0].run(x, self.exits.snapshot(), self._threads, self._isa, self._counts)
             if len(entry[1]) != 1:
                 out = out.reshape((n,) + entry[1])
         else:
             out, exit_index = self._predict_checked(x)
             if exit_index is None:  # no exits (or exits=False): the final head answers every row
                 n = out.shape[0] if out.ndim else 1
-                with self._stats_lock:
-                    self._stats[-1] += n
-                return (out, np.full(n, len(self._stats) - 1, np.int64)) if return_exit else out
-        with self._stats_lock:
-            if len(exit_index) == 1:
-                self._stats[int(exit_index[0])] += 1
-            else:
-                for k, c in enumerate(np.bincount(exit_index, minlength=len(self._stats)).tolist()):
-                    self._stats[k] += c
+                self._counts.add(self._exit_count - 1, n)
+                return (out, np.full(n, self._exit_count - 1, np.int64)) if return_exit else out
+        # The exit runner counted its rows' exits.
         return (out, exit_index) if return_exit else out
 
     def _predict_checked(self, x):
@@ -231,7 +224,7 @@ class Model:
         if n == 0:
             return self.run(None, {self._input_names[0]: x})[0], np.zeros(0, np.int64)
         runner, row_shape = self._exit_runner(x, n)[:2]
-        out, exit_index = runner.run(x, self.exits.snapshot(), self._threads, self._isa)
+        out, exit_index = runner.run(x, self.exits.snapshot(), self._threads, self._isa, self._counts)
         return out.reshape((n,) + row_shape), exit_index
 
     def _exit_runner(self, x: np.ndarray, n: int):
@@ -294,16 +287,12 @@ class Model:
 
     def exit_stats(self) -> dict:
         """Samples answered by each exit since load or the last reset_exit_stats()."""
-        with self._stats_lock:
-            counts = list(self._stats)
-        counts[-1] += self._final_rows.rows
+        counts = self._counts.counts()
         names = [g.output for g in (self._gates or [])] + [self._output_names[0]]
         return {"counts": dict(zip(names, counts)), "total": sum(counts)}
 
     def reset_exit_stats(self) -> None:
-        with self._stats_lock:
-            self._stats = [0] * len(self._stats)
-            self._final_rows.reset()
+        self._counts.reset()
 
     def summary(self) -> str:
         """Per node: the kernel chosen, dtypes and fusions; plus the arena of the last plan."""

@@ -53,16 +53,30 @@ bool numpy_is(const py::dtype& dt, DType t) {
          dt.byteorder() != '>';
 }
 
-// Rows answered by a plain model's predict, counted here because a Python lock around a
-// counter would cost a third of the per-call floor.
-struct RowCounter {
-  std::atomic<int64_t> rows{0};
+// Rows answered by each exit of a model's predict (the final head last), counted here
+// because a Python lock around the counts would cost a third of the per-call floor.
+class ExitCounter {
+ public:
+  explicit ExitCounter(int exits) : counts_(size_t(std::max(exits, 1))) {}
+  void add(size_t exit, int64_t rows) { counts_.at(exit).fetch_add(rows, std::memory_order_relaxed); }
+  size_t exits() const { return counts_.size(); }
+  std::vector<int64_t> counts() const {
+    std::vector<int64_t> r;
+    for (const auto& c : counts_) r.push_back(c.load());
+    return r;
+  }
+  void reset() {
+    for (auto& c : counts_) c.store(0);
+  }
+
+ private:
+  std::vector<std::atomic<int64_t>> counts_;
 };
 
 // The per-call path: checks each feed against the plan (dtype and exact shape), allocates
-// the outputs, then runs every step with the GIL released. A counter, when given, gains
-// input 0's row count.
-py::list run_program(const Program& p, const py::list& feeds, int threads, int isa, RowCounter* counter) {
+// the outputs, then runs every step with the GIL released. A counter, when given, counts
+// input 0's rows as answered by the final head.
+py::list run_program(const Program& p, const py::list& feeds, int threads, int isa, ExitCounter* counter) {
   const auto& in_ids = p.inputs();
   if (py::len(feeds) != in_ids.size()) throw InputError("expected " + std::to_string(in_ids.size()) + " inputs");
   thread_local std::vector<const void*> ins;
@@ -108,7 +122,7 @@ py::list run_program(const Program& p, const py::list& feeds, int threads, int i
   }
   if (counter) {
     const auto& first = p.value(in_ids.at(0));
-    counter->rows.fetch_add(first.shape.empty() ? 1 : first.shape[0], std::memory_order_relaxed);
+    counter->add(counter->exits() - 1, first.shape.empty() ? 1 : first.shape[0]);
   }
   return results;
 }
@@ -116,7 +130,7 @@ py::list run_program(const Program& p, const py::list& feeds, int threads, int i
 // Early exit: x is the model's validated input (checked by Model.predict); rows come back
 // in input order with their exit index. The whole segment loop runs without the GIL.
 py::tuple run_exits(const ExitRunner& r, const py::array& x, const std::vector<double>& thresholds, int threads,
-                    int isa) {
+                    int isa, ExitCounter& counter) {
   py::array xc = py::array::ensure(x, py::array::c_style);
   const int64_t n = xc.ndim() ? xc.shape(0) : 1;
   py::array out(py::dtype(numpy_type_num(r.score_dtype())),
@@ -128,6 +142,14 @@ py::tuple run_exits(const ExitRunner& r, const py::array& x, const std::vector<d
   {
     py::gil_scoped_release release;
     r.run(xd, n, thresholds, out_data, idx, threads, Isa(isa));
+  }
+  if (n == 1) {
+    counter.add(size_t(idx[0]), 1);
+  } else {
+    std::vector<int64_t> hist(counter.exits(), 0);
+    for (int64_t i = 0; i < n; ++i) ++hist.at(size_t(idx[i]));
+    for (size_t k = 0; k < hist.size(); ++k)
+      if (hist[k]) counter.add(k, hist[k]);
   }
   return py::make_tuple(out, exit_index);
 }
@@ -172,7 +194,8 @@ void bind_program(py::module_& m) {
                                                                 classes, threshold);
                     return fired;
                   })
-      .def("run", &run_exits, py::arg("x"), py::arg("thresholds"), py::arg("threads"), py::arg("isa"));
+      .def("run", &run_exits, py::arg("x"), py::arg("thresholds"), py::arg("threads"), py::arg("isa"),
+           py::arg("counter"));
 
   py::class_<PackedSgemm, std::shared_ptr<PackedSgemm>>(m, "PackedSgemm")
       .def(py::init([](const py::array_t<float, py::array::c_style | py::array::forcecast>& b) {
@@ -182,10 +205,11 @@ void bind_program(py::module_& m) {
       .def_property_readonly("K", &PackedSgemm::K)
       .def_property_readonly("N", &PackedSgemm::N);
 
-  py::class_<RowCounter>(m, "RowCounter")
-      .def(py::init<>())
-      .def_property_readonly("rows", [](const RowCounter& c) { return c.rows.load(); })
-      .def("reset", [](RowCounter& c) { c.rows.store(0); });
+  py::class_<ExitCounter>(m, "ExitCounter")
+      .def(py::init<int>(), py::arg("exits"))
+      .def("add", &ExitCounter::add, py::arg("exit"), py::arg("rows"))
+      .def("counts", &ExitCounter::counts)
+      .def("reset", &ExitCounter::reset);
 
   py::class_<Program, std::shared_ptr<Program>>(m, "Program")
       .def(py::init<>())
