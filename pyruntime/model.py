@@ -15,7 +15,7 @@ from . import _native
 from . import exits as exits_mod
 from .errors import InputError, ModelError, UnsupportedError
 from .onnx_import import graph as graph_mod
-from .onnx_import import fuse_conv, fuse_qadd, fuse_qpool, lower_conv, passes  # noqa: F401 (they register ops)
+from .onnx_import import fuse_conv, fuse_qadd, fuse_qpool, lower_conv, lower_gemm, passes  # noqa: F401 (they register ops)
 from .onnx_import.lower import DTYPE_CODE, LOWER, Lowering, plan_evaluated_nodes, plan_time_inputs, unsupported
 from .ops import _isa_index, _threads
 

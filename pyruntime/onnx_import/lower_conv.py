@@ -14,7 +14,7 @@ import numpy as np
 from .. import _native
 from ..errors import ModelError, UnsupportedError
 from .graph import Node
-from . import fuse_qadd  # noqa: F401 (registers pyrt.QAdd, wrapped below)
+from . import fuse_qadd, lower_gemm  # noqa: F401 (register pyrt.QAdd and the quantize ops, wrapped below)
 from .lower import LAYOUT_AWARE, LOWER, OP, OUT_KIND, Lowering, _prod
 
 OP.update(conv_f32=17, conv_q=18, max_pool=19, avg_pool=20, pool_nd=21, depthwise_q=22,

@@ -12,7 +12,6 @@
 // zero point itself, so it contributes nothing.
 #include <algorithm>
 #include <cstring>
-#include <string>
 
 #include "../qgemm/epilogue_avx2.h"
 #include "../qgemm/packing.h"
