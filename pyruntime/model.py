@@ -186,13 +186,13 @@ class Model:
         exits=True, each sample is answered by the first gate whose rule fires (the rest of
         the network is not computed for it); return_exit=True adds the exit index per
         sample (gate k -> k, the final head -> number of gates) as int64."""
+        # Fast path for a plain model (or exits off): the same shape as the latest call.
+        if (self._segments is None and not return_exit and x.__class__ is np.ndarray
+                and x.shape == (last := self._last)[0]):
+            return last[1].run_counted([x], self._threads, self._isa, self._counts)[0]
         # Fast path for an early-exit model: an input whose dtype and row shape were checked
         # and planned before (the runner re-checks nothing, so a fixed batch size is checked
         # here). Every other case takes _predict_checked.
-        if (self._segments is None and not return_exit and x.__class__ is np.ndarray
-                and x.shape == (last := self._last)[0]):
-            # A plain model (or exits off) and the same shape as the latest call.
-            return last[1].run_counted([x], self._threads, self._isa, self._counts)[0]
         n = 1
         try:
             entry = self._runners.get((x.dtype, x.shape[1:]))  # dtype objects hash faster than .str
