@@ -64,9 +64,9 @@ template <typename T>
 void im2col_nhwc_rows(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg, T pad, int64_t p0, int64_t p1,
                       T* col) {
   const bool runs = cg == g.C && g.dw == 1;
-  for (int64_t p = p0; p < p1; ++p) {
+  int64_t oy = p0 / g.OW, ox = p0 % g.OW;  // stepped below: no division per pixel
+  for (int64_t p = p0; p < p1; ++p, ox = ox + 1 == g.OW ? (++oy, 0) : ox + 1) {
     {
-      const int64_t oy = p / g.OW, ox = p % g.OW;
       T* row = col + (p - p0) * cg * g.kh * g.kw;
       const int64_t ix0 = ox * g.sw - g.pl;
       const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;

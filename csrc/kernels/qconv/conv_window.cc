@@ -69,40 +69,44 @@ size_t window_band_stride(const ConvGeometry& g) { return size_t(((g.OW - 1) * g
 
 namespace {
 
-void fill_band(const WindowConvArgs& a, int64_t n, int64_t oy, uint8_t flip, uint8_t* band, size_t band_stride) {
+// Padded row r of image n: input row r - pad_top between zero-point padding, xor flip.
+void fill_padded_row(const WindowConvArgs& a, int64_t n, int64_t r, uint8_t flip, uint8_t* dst, size_t stride) {
   const ConvGeometry& g = a.g;
   const int64_t C = g.C, padded_w = (g.OW - 1) * g.sw + g.kw;
-  for (int64_t ky = 0; ky < g.kh; ++ky) {
-    uint8_t* dst = band + ky * band_stride;
-    std::memset(dst, uint8_t(a.a_zp), band_stride);
-    const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-    if (iy >= 0 && iy < g.H) {
-      const int64_t ix0 = std::max<int64_t>(0, -g.pl), ix1 = std::min<int64_t>(g.W, padded_w - g.pl);
-      if (ix1 > ix0)
-        std::memcpy(dst + (ix0 + g.pl) * C, a.x + ((n * g.H + iy) * g.W + ix0) * C, size_t((ix1 - ix0) * C));
-    }
-    if (flip)
-      for (size_t i = 0; i < band_stride; ++i) dst[i] ^= flip;
+  std::memset(dst, uint8_t(a.a_zp), stride);
+  const int64_t iy = r - g.pt;
+  if (iy >= 0 && iy < g.H) {
+    const int64_t ix0 = std::max<int64_t>(0, -g.pl), ix1 = std::min<int64_t>(g.W, padded_w - g.pl);
+    if (ix1 > ix0)
+      std::memcpy(dst + (ix0 + g.pl) * C, a.x + ((n * g.H + iy) * g.W + ix0) * C, size_t((ix1 - ix0) * C));
   }
+  if (flip)
+    for (size_t i = 0; i < stride; ++i) dst[i] ^= flip;
 }
 
 }  // namespace
 
 void window_for_each_output_row(const WindowConvArgs& a, uint8_t flip,
-                                const std::function<void(int64_t, int64_t, uint8_t*)>& row) {
+                                const std::function<void(int64_t, int64_t, const uint8_t*, size_t)>& row) {
   const ConvGeometry& g = a.g;
-  const size_t band_stride = window_band_stride(g);
+  const size_t stride = window_band_stride(g);
+  // The batch is padded (and flipped) once; each output row's band is a view into it, so an
+  // input row shared by kh output rows is prepared once, not kh times.
+  const int64_t padded_rows = (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  thread_local AlignedBuffer padded_buf;
+  const size_t bytes = size_t(g.N * padded_rows) * stride;
+  if (padded_buf.size() < bytes) padded_buf = AlignedBuffer(std::max(bytes, padded_buf.size() * 2));
+  uint8_t* padded = padded_buf.data();
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t r = 0; r < padded_rows; ++r) fill_padded_row(a, n, r, flip, padded + (n * padded_rows + r) * stride, stride);
   const int64_t out_rows = g.N * g.OH;
   const int64_t macs = out_rows * g.OW * g.M * g.kh * g.kw * g.C;
   const int par = int(std::max<int64_t>(1, std::min<int64_t>({a.threads, max_threads(), out_rows,
                                                               macs / kMinMacsPerThread})));
   parallel_run(par, [&](int tid) {
-    thread_local AlignedBuffer band_buf;
-    if (band_buf.size() < band_stride * size_t(g.kh)) band_buf = AlignedBuffer(band_stride * size_t(g.kh));
-    uint8_t* band = band_buf.data();
     for (int64_t r = out_rows * tid / par; r < out_rows * (tid + 1) / par; ++r) {
-      fill_band(a, r / g.OH, r % g.OH, flip, band, band_stride);
-      row(r / g.OH, r % g.OH, band);
+      const int64_t n = r / g.OH, oy = r % g.OH;
+      row(n, oy, padded + (n * padded_rows + oy * g.sh) * stride, size_t(g.dh) * stride);
     }
   });
 }

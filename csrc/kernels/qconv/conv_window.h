@@ -39,10 +39,11 @@ void window_check_no_wrap(const WindowConvArgs& a);
 Epilogue window_epilogue(const WindowConvArgs& a, int32_t a_zp);
 // Bytes per band row: the zero-point-padded input row plus 16 bytes of over-read slack.
 size_t window_band_stride(const ConvGeometry& g);
-// Output rows (n, oy) split across threads; row(n, oy, band) gets a per-thread band of kh
-// rows, each holding the input row that window row ky reads, padded with the zero point
-// and xor `flip` on every byte (0x80 turns s8 into the u8 domain).
+// Output rows (n, oy) split across threads; row(n, oy, band, band_stride) gets kh rows,
+// band + ky * band_stride holding the input row that window row ky reads, padded with the
+// zero point (window_band_stride bytes with the slack) and xor `flip` on every byte (0x80
+// turns s8 into the u8 domain).
 void window_for_each_output_row(const WindowConvArgs& a, uint8_t flip,
-                                const std::function<void(int64_t, int64_t, uint8_t*)>& row);
+                                const std::function<void(int64_t, int64_t, const uint8_t*, size_t)>& row);
 
 }  // namespace pyrt

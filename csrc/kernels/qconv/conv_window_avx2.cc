@@ -150,8 +150,7 @@ void conv_q8_window_6x16_avx2(const WindowConvArgs& a) {
   window_check_no_wrap(a);
   const WindowWeights ww = prepare_weights(a, int(g.kh * g.kw * g.C), int(g.M));
   const Gather gt = make_gather(int(g.kh), int(g.kw * g.C));
-  const size_t band_stride = window_band_stride(g);
-  window_for_each_output_row(a, 0, [&](int64_t n, int64_t oy, uint8_t* band) {
+  window_for_each_output_row(a, 0, [&](int64_t n, int64_t oy, const uint8_t* band, size_t band_stride) {
     thread_local AlignedBuffer rows_buf;
     int16_t* rows = grow<int16_t>(rows_buf, size_t(kPixelsPerTile) * kRowInts);
     output_row(a, ww, gt, n, oy, band, band_stride, rows);

@@ -86,9 +86,8 @@ void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
   const uint8_t flip = a.a_signed ? 0x80 : 0;
   const Epilogue ep = window_epilogue(a, a.a_zp + (a.a_signed ? 128 : 0));
   const QuadWeights qw = prepare_quads(a);
-  const size_t band_stride = window_band_stride(g);
   const int panels = int((g.M + kPanel - 1) / kPanel);
-  window_for_each_output_row(a, flip, [&](int64_t n, int64_t oy, uint8_t* band) {
+  window_for_each_output_row(a, flip, [&](int64_t n, int64_t oy, const uint8_t* band, size_t band_stride) {
     const int64_t row_base = (n * g.OH + oy) * g.OW;
     for (int64_t ox0 = 0; ox0 < g.OW; ox0 += kPixels) {
       const int count = int(std::min<int64_t>(kPixels, g.OW - ox0));
