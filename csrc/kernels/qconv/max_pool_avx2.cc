@@ -73,6 +73,9 @@ PYRT_AVX2 void max_pool_nhwc_rows(const Step& s, const StepIO& io, int64_t r0, i
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) offsets[ky * g.kw + kx] = (ky * g.dh * g.W + kx * g.dw) * C;
   const int64_t span_y = (g.kh - 1) * g.dh, span_x = (g.kw - 1) * g.dw;
+  // A 2x2 window over 16 byte channels (a first layer's pool): one 32-byte load per window
+  // row holds both of its taps, so a pixel is two loads and two maxes.
+  const bool pair16 = sizeof(T) == 1 && C == 16 && g.kh == 2 && g.kw == 2 && g.dh == 1 && g.dw == 1;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / g.OH, oy = r % g.OH;
     for (int64_t ox = 0; ox < g.OW; ++ox) {
@@ -81,6 +84,13 @@ PYRT_AVX2 void max_pool_nhwc_rows(const Step& s, const StepIO& io, int64_t r0, i
       int count = 0;
       if (iy0 >= 0 && iy0 + span_y < g.H && ix0 >= 0 && ix0 + span_x < g.W) {
         const T* origin = x + ((n * g.H + iy0) * g.W + ix0) * C;
+        if constexpr (sizeof(T) == 1) {
+          if (pair16) {
+            const __m256i both = Ops::max(Ops::load(origin), Ops::load(origin + g.W * C));
+            Ops::store_half(out, Ops::max_half(_mm256_castsi256_si128(both), _mm256_extracti128_si256(both, 1)));
+            continue;
+          }
+        }
         for (; count < window; ++count) taps[count] = origin + offsets[count];
       } else {
         for_each_tap_inside(g, oy, ox, [&](int64_t iy, int64_t ix, int64_t, int64_t) {
