@@ -94,16 +94,23 @@ struct QgemmArgs {
 // Throws UnsupportedError where the accumulator could wrap int32 (qgemm_worst_case).
 class QgemmColumnTerms {
  public:
+  // The three per-column arrays, each padded to a multiple of 64 columns (zero past N) so
+  // kernels may load whole vectors, laid out one after another in `storage_bytes(N)`.
+  struct Arrays {
+    int32_t* col_corr;
+    int32_t* b_zp;
+    float* mult;
+  };
+  static size_t storage_bytes(int N) { return size_t(padded_columns(N)) * 3 * 4; }
+  static Arrays arrays_in(void* storage, int N);
+  static void fill(const PackedWeights& w, const QgemmArgs& args, const Arrays& out);
+
   QgemmColumnTerms(const PackedWeights& w, const QgemmArgs& args);
-  // Fills caller-owned arrays of padded_columns(N) entries each (zero past N).
-  static void fill(const PackedWeights& w, const QgemmArgs& args, int32_t* col_corr, int32_t* b_zp, float* mult);
-  static int padded_columns(int N) { return (N + 63) / 64 * 64; }
-  const int32_t* col_corr() const { return reinterpret_cast<const int32_t*>(buf_.data()); }
-  const int32_t* b_zp() const { return col_corr() + n_pad_; }
-  const float* mult() const { return reinterpret_cast<const float*>(col_corr() + 2 * n_pad_); }
+  Arrays arrays() const { return arrays_in(buf_.data(), n_); }
 
  private:
-  int n_pad_;
+  static int padded_columns(int N) { return (N + 63) / 64 * 64; }
+  int n_;
   AlignedBuffer buf_;
 };
 

@@ -66,24 +66,22 @@ void im2col_nhwc_rows(const T* x, const ConvGeometry& g, int64_t c0, int64_t cg,
   const bool runs = cg == g.C && g.dw == 1;
   int64_t oy = p0 / g.OW, ox = p0 % g.OW;  // stepped below: no division per pixel
   for (int64_t p = p0; p < p1; ++p, ox = ox + 1 == g.OW ? (++oy, 0) : ox + 1) {
-    {
-      T* row = col + (p - p0) * cg * g.kh * g.kw;
-      const int64_t ix0 = ox * g.sw - g.pl;
-      const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
-      for (int64_t ky = 0; ky < g.kh; ++ky) {
-        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-        if (runs && x_inside && iy >= 0 && iy < g.H) {
-          copy_elems(row, x + (iy * g.W + ix0) * g.C, g.kw * cg);
-          row += g.kw * cg;
-          continue;
-        }
-        for (int64_t kx = 0; kx < g.kw; ++kx, row += cg) {
-          const int64_t ix = ix0 + kx * g.dw;
-          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W)
-            copy_elems(row, x + (iy * g.W + ix) * g.C + c0, cg);
-          else
-            std::fill(row, row + cg, pad);
-        }
+    T* row = col + (p - p0) * cg * g.kh * g.kw;
+    const int64_t ix0 = ox * g.sw - g.pl;
+    const bool x_inside = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < g.W;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+      if (runs && x_inside && iy >= 0 && iy < g.H) {
+        copy_elems(row, x + (iy * g.W + ix0) * g.C, g.kw * cg);
+        row += g.kw * cg;
+        continue;
+      }
+      for (int64_t kx = 0; kx < g.kw; ++kx, row += cg) {
+        const int64_t ix = ix0 + kx * g.dw;
+        if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W)
+          copy_elems(row, x + (iy * g.W + ix) * g.C + c0, cg);
+        else
+          std::fill(row, row + cg, pad);
       }
     }
   }
@@ -257,18 +255,25 @@ void use_group_epilogue(QgemmArgs& args, const std::vector<int32_t>& bias, const
   args.n_multiplier = mult.empty() ? 0 : (per_channel ? int(mg) : 1);
 }
 
-}  // namespace
-
-std::vector<std::shared_ptr<const QgemmColumnTerms>> conv_q_column_terms(const Step& s, DType a_dtype) {
-  if (s.ints[21] != 0) return {};
-  const ConvGeometry g = ConvGeometry::from(s.ints);
-  QgemmArgs args;  // what conv_q_op sets for constant operands
+// The GEMM epilogue of a conv_q step whose operands are constants (mode 0): a zero point,
+// output kind, output zero point and clamp from its ints.
+QgemmArgs constant_epilogue_args(const Step& s, DType a_dtype) {
+  QgemmArgs args;
   args.a_signed = a_dtype == DType::s8;
   args.a_zero_point = int32_t(s.ints[16]);
   args.out = OutKind(s.ints[17]);
   args.out_zero_point = int32_t(s.ints[18]);
   args.lo = int32_t(s.ints[19]);
   args.hi = int32_t(s.ints[20]);
+  return args;
+}
+
+}  // namespace
+
+std::vector<std::shared_ptr<const QgemmColumnTerms>> conv_q_column_terms(const Step& s, DType a_dtype) {
+  if (s.ints[21] != 0) return {};
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  QgemmArgs args = constant_epilogue_args(s, a_dtype);
   std::vector<std::shared_ptr<const QgemmColumnTerms>> terms;
   for (int64_t gi = 0; gi < g.group; ++gi) {
     use_group_epilogue(args, s.i32, s.f32, g, gi);
@@ -286,22 +291,23 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   if (s.ints[21] != 0) rt = runtime_qconv(s, io, g);
   const bool general = s.ints[21] != 0;
   const auto& groups = general ? rt.w : s.qgroups;
-  const int32_t a_zp = general ? rt.a_zp : int32_t(s.ints[16]);
-  const OutKind kind = general ? rt.kind : OutKind(s.ints[17]);
-  const size_t out_size = kind == OutKind::i32 || kind == OutKind::f32 ? 4 : 1;
-  const bool a_signed = io.in_v[0]->dtype == DType::s8;
-  const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
-  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
-  QgemmArgs base;
-  base.a_signed = a_signed;
+  QgemmArgs base = constant_epilogue_args(s, io.in_v[0]->dtype);
+  if (general) {
+    base.a_zero_point = rt.a_zp;
+    base.out = rt.kind;
+    base.out_zero_point = rt.out_zp;
+    base.lo = rt.lo;
+    base.hi = rt.hi;
+  }
   base.M = int(pixels);
   base.lda = kcols;
-  base.a_zero_point = a_zp;
-  base.out = kind;
-  base.out_zero_point = general ? rt.out_zp : int32_t(s.ints[18]);
-  base.lo = general ? rt.lo : int32_t(s.ints[19]);
-  base.hi = general ? rt.hi : int32_t(s.ints[20]);
   base.isa = ctx.isa;
+  const int32_t a_zp = base.a_zero_point;
+  const OutKind kind = base.out;
+  const bool a_signed = base.a_signed;
+  const size_t out_size = kind == OutKind::i32 || kind == OutKind::f32 ? 4 : 1;
+  const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
+  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
   const std::vector<int32_t>& bias = general ? rt.bias : s.i32;
   const std::vector<float>& mult = general ? rt.mult : s.f32;
   const bool in_nhwc = s.ints.size() > 23 && s.ints[22], out_nhwc = s.ints.size() > 23 && s.ints[23];

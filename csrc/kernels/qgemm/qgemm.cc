@@ -81,9 +81,14 @@ constexpr int64_t kMinMacsPerThread = 1 << 18;
 
 }  // namespace
 
-void QgemmColumnTerms::fill(const PackedWeights& w, const QgemmArgs& args, int32_t* col_corr, int32_t* b_zp,
-                            float* mult) {
-  const int N = w.N(), K = w.K(), n_pad = padded_columns(N);
+QgemmColumnTerms::Arrays QgemmColumnTerms::arrays_in(void* storage, int N) {
+  auto* base = static_cast<int32_t*>(storage);
+  const int n_pad = padded_columns(N);
+  return Arrays{base, base + n_pad, reinterpret_cast<float*>(base + 2 * n_pad)};
+}
+
+void QgemmColumnTerms::fill(const PackedWeights& w, const QgemmArgs& args, const Arrays& out) {
+  const int N = w.N(), K = w.K();
   int64_t max_bias = 0;
   if (args.bias)
     for (int n = 0; n < N; ++n) max_bias = std::max(max_bias, std::abs(int64_t(args.bias[n])));
@@ -100,40 +105,35 @@ void QgemmColumnTerms::fill(const PackedWeights& w, const QgemmArgs& args, int32
     int32_t v = args.bias ? args.bias[n] : 0;
     v = wrap_add(v, -wrap_mul(a_zp, cs[n]));
     v = wrap_add(v, wrap_mul(wrap_mul(K, a_zp), zp[n]));
-    col_corr[n] = v;
-    b_zp[n] = zp[n];
-    mult[n] = args.out == OutKind::i32 ? 1.0f : args.multiplier[args.n_multiplier == 1 ? 0 : n];
+    out.col_corr[n] = v;
+    out.b_zp[n] = zp[n];
+    out.mult[n] = args.out == OutKind::i32 ? 1.0f : args.multiplier[args.n_multiplier == 1 ? 0 : n];
   }
   // Padding, so kernels may load whole vectors past N.
-  for (int n = N; n < n_pad; ++n) {
-    col_corr[n] = b_zp[n] = 0;
-    mult[n] = 0.0f;
+  for (int n = N; n < padded_columns(N); ++n) {
+    out.col_corr[n] = out.b_zp[n] = 0;
+    out.mult[n] = 0.0f;
   }
 }
 
 QgemmColumnTerms::QgemmColumnTerms(const PackedWeights& w, const QgemmArgs& args)
-    : n_pad_(padded_columns(w.N())), buf_(size_t(n_pad_) * 3 * 4) {
-  auto* arrays = reinterpret_cast<int32_t*>(buf_.data());
-  fill(w, args, arrays, arrays + n_pad_, reinterpret_cast<float*>(arrays + 2 * n_pad_));
+    : n_(w.N()), buf_(storage_bytes(w.N())) {
+  fill(w, args, arrays());
 }
 
 void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms* terms) {
   const int M = args.M, N = w.N(), K = w.K();
   if (M == 0 || N == 0) return;
-  const int32_t *col_corr, *b_zp;
-  const float* mult;
+  QgemmColumnTerms::Arrays terms_arrays;
   if (terms) {
-    col_corr = terms->col_corr();
-    b_zp = terms->b_zp();
-    mult = terms->mult();
+    terms_arrays = terms->arrays();
   } else {
-    const int n_pad = QgemmColumnTerms::padded_columns(N);
-    auto* arrays = reinterpret_cast<int32_t*>(scratch(kEpilogueArrays, size_t(n_pad) * 3 * 4));
-    QgemmColumnTerms::fill(w, args, arrays, arrays + n_pad, reinterpret_cast<float*>(arrays + 2 * n_pad));
-    col_corr = arrays;
-    b_zp = arrays + n_pad;
-    mult = reinterpret_cast<const float*>(arrays + 2 * n_pad);
+    terms_arrays = QgemmColumnTerms::arrays_in(scratch(kEpilogueArrays, QgemmColumnTerms::storage_bytes(N)), N);
+    QgemmColumnTerms::fill(w, args, terms_arrays);
   }
+  const int32_t* col_corr = terms_arrays.col_corr;
+  const int32_t* b_zp = terms_arrays.b_zp;
+  const float* mult = terms_arrays.mult;
 
   // More threads than usable CPUs would only queue behind each other, and a thread that
   // gets less than ~kMinMacsPerThread costs more to wake than it saves.
