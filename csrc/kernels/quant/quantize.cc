@@ -111,7 +111,7 @@ void quantize_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   const float* scale = static_cast<const float*>(io.in[1]);
   const bool has_zp = io.in.size() > 2 && io.in[2];
   for (int64_t c = 0; c < (per_axis ? axis_len : 1); ++c) check_scale(scale[c], "QuantizeLinear");
-  // A run [begin, end) of channel ch's values starting at flat offset base.
+  // Flat elements [begin, end), all of channel ch.
   auto run = [&](int64_t ch, int64_t begin, int64_t end) {
     const int32_t zp = has_zp ? read_int(io.in[2], io.in_v[2]->dtype, ch) : 0;
     if (out == DType::u8)
@@ -122,7 +122,8 @@ void quantize_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   if (!per_axis) {
     const int par = split_for(inner, ctx.threads);
     // Thread shares start on 64-value boundaries: whole cache lines of output each.
-    parallel_run(par, [&](int tid) { run(0, (inner * tid / par) & ~int64_t(63), tid + 1 == par ? inner : (inner * (tid + 1) / par) & ~int64_t(63)); });
+    const auto share_start = [&](int tid) { return tid == par ? inner : (inner * tid / par) & ~int64_t(63); };
+    parallel_run(par, [&](int tid) { run(0, share_start(tid), share_start(tid + 1)); });
     return;
   }
   for (int64_t o = 0; o < outer; ++o)
