@@ -14,7 +14,9 @@ enum OpCode : int {
   kConcat = 6,         // ints: outer, then per input its inner byte count
   kGather = 7,         // ints: outer, axis_len, inner_bytes, n_indices
   kSgemm = 8,          // fweights; ints: M; floats: lo, hi; f32: bias (N or empty)
-  kQgemm = 9,          // qweights; ints: M, a_zp, out_kind, out_zp, lo, hi; f32: multiplier (1 or N); i32: bias
+  kQgemm = 9,          // qweights; ints: M, a_zp, out_kind, out_zp, lo, hi[, add_in_zp, add_out_zp, add_lo,
+                       // add_hi]; f32: multiplier (1 or N)[, the fused Add's N-value row]; floats: [add_mult];
+                       // i32: bias
   kQuantize = 10,      // inputs x, scale, zp?; ints: outer, axis_len, inner, per_axis, out dtype
   kDequantize = 11,    // inputs x, scale, zp?; ints: outer, axis_len, inner, per_axis
   kDynQuantize = 12,   // x -> y (u8), scale, zero point

@@ -44,9 +44,20 @@ QgemmArgs qgemm_step_args(const Step& s, DType a_dtype) {
   args.lo = int32_t(s.ints[4]);
   args.hi = int32_t(s.ints[5]);
   args.bias = s.i32.empty() ? nullptr : s.i32.data();
+  const int N = s.qweights->N();
+  // A fused Add of a constant row: its N values follow the multipliers in f32.
+  const bool add = s.ints.size() >= 10;
   args.multiplier = s.f32.empty() ? nullptr : s.f32.data();
-  args.n_multiplier = int(s.f32.size());
-  args.ldc = s.qweights->N();
+  args.n_multiplier = int(s.f32.size()) - (add ? N : 0);
+  if (add) {
+    args.add_col = s.f32.data() + args.n_multiplier;
+    args.add_in_zp = int32_t(s.ints[6]);
+    args.add_out_zp = int32_t(s.ints[7]);
+    args.add_lo = int32_t(s.ints[8]);
+    args.add_hi = int32_t(s.ints[9]);
+    args.add_mult = float(s.floats.at(0));
+  }
+  args.ldc = N;
   return args;
 }
 

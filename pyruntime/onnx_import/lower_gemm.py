@@ -139,9 +139,15 @@ def lower_qgemm(low: Lowering, n: Node) -> None:
     M, lead = _gemm_rows(low, n, a, K)
     low.define(n.outputs[0], at["out_dtype"], lead + [N])
     bias = at["bias"] if at["bias"] is not None else ()
-    mult = at["mult"] if at["mult"] is not None else ()
-    low.emit("qgemm", [a], [n.outputs[0]], [M, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"]],
-             qweights=at["native"], i32=bias, f32=mult)
+    mult = at["mult"] if at["mult"] is not None else np.zeros(0, np.float32)
+    ints = [M, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"]]
+    floats = []
+    add = at.get("add")
+    if add is not None:  # fuse_qadd.fuse_qgemm_row_add; the native step reads it after the multipliers
+        ints += [add["in_zp"], add["out_zp"], add["lo"], add["hi"]]
+        floats = [add["mult"]]
+        mult = np.concatenate([mult, add["col"]])
+    low.emit("qgemm", [a], [n.outputs[0]], ints, floats, qweights=at["native"], i32=bias, f32=mult)
 
 
 def lower_fgemm(low: Lowering, n: Node) -> None:

@@ -84,6 +84,13 @@ struct QgemmArgs {
   int32_t lo = 0, hi = 0;  // clamp, in the output's quantized domain
   void* c = nullptr;
   ptrdiff_t ldc = 0;  // elements
+  // Optional, u8/s8 output only: a quantized Add of a constant row fused after the
+  // requantization. onnxruntime's QDQ quantizer keeps a MatMul's bias as such an Add; the
+  // epilogue computes it exactly as the QAdd op would (qgemm_kernels.h, Epilogue).
+  const float* add_col = nullptr;  // N values, f32(bias_q - bias_zp) * bias_mult; null: no Add
+  float add_mult = 0;              // the GEMM output's multiplier in the Add
+  int32_t add_in_zp = 0, add_out_zp = 0;
+  int32_t add_lo = 0, add_hi = 0;  // the Add's clamp, in its output's quantized domain
   int threads = 1;
   Isa isa = Isa::scalar;
 };
@@ -94,14 +101,15 @@ struct QgemmArgs {
 // Throws UnsupportedError where the accumulator could wrap int32 (qgemm_worst_case).
 class QgemmColumnTerms {
  public:
-  // The three per-column arrays, each padded to a multiple of 64 columns (zero past N) so
+  // The four per-column arrays, each padded to a multiple of 64 columns (zero past N) so
   // kernels may load whole vectors, laid out one after another in `storage_bytes(N)`.
   struct Arrays {
     int32_t* col_corr;
     int32_t* b_zp;
     float* mult;
+    float* add_col;  // the fused Add's row (QgemmArgs::add_col), zeros where there is none
   };
-  static size_t storage_bytes(int N) { return size_t(padded_columns(N)) * 3 * 4; }
+  static size_t storage_bytes(int N) { return size_t(padded_columns(N)) * 4 * 4; }
   static Arrays arrays_in(void* storage, int N);
   static void fill(const PackedWeights& w, const QgemmArgs& args, const Arrays& out);
 

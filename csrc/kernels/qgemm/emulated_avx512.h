@@ -67,6 +67,10 @@ inline __m512 _mm512_mul_ps(__m512 a, __m512 b) {
   for (int i = 0; i < 16; ++i) a.v[i] = a.v[i] * b.v[i];
   return a;
 }
+inline __m512 _mm512_add_ps(__m512 a, __m512 b) {
+  for (int i = 0; i < 16; ++i) a.v[i] = a.v[i] + b.v[i];
+  return a;
+}
 // vminps/vmaxps return the second operand when the comparison is false (NaN included).
 inline __m512 _mm512_min_ps(__m512 a, __m512 b) {
   for (int i = 0; i < 16; ++i) a.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i];

@@ -15,6 +15,16 @@ namespace avx2 {
 
 PYRT_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
+// The fused Add's stage (Epilogue::add_col) on 8 requantized values.
+PYRT_AVX2 inline __m256i add_row8(__m256i q, const float* col, const Epilogue& ep) {
+  __m256 w = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(ep.add_in_zp))),
+                                         _mm256_set1_ps(ep.add_mult)),
+                           _mm256_loadu_ps(col));
+  w = _mm256_min_ps(_mm256_max_ps(w, _mm256_set1_ps(ep.add_lo_f)), _mm256_set1_ps(ep.add_hi_f));
+  constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  return _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_round_ps(w, kRne)), _mm256_set1_epi32(ep.add_out_zp));
+}
+
 // Epilogue for one row of 16 columns (acc0: n0..n0+7, acc1: n0+8..n0+15).
 PYRT_AVX2 inline void store_row(__m256i acc0, __m256i acc1, int m, int n0, int cols, const Epilogue& ep) {
   acc0 = _mm256_add_epi32(acc0, load(ep.col_corr + n0));
@@ -45,8 +55,12 @@ PYRT_AVX2 inline void store_row(__m256i acc0, __m256i acc1, int m, int n0, int c
       v0 = _mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), kRne);
       v1 = _mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), kRne);
       const __m256i zp = _mm256_set1_epi32(ep.out_zp);
-      const __m256i q0 = _mm256_add_epi32(_mm256_cvttps_epi32(v0), zp);
-      const __m256i q1 = _mm256_add_epi32(_mm256_cvttps_epi32(v1), zp);
+      __m256i q0 = _mm256_add_epi32(_mm256_cvttps_epi32(v0), zp);
+      __m256i q1 = _mm256_add_epi32(_mm256_cvttps_epi32(v1), zp);
+      if (ep.add_col) {
+        q0 = add_row8(q0, ep.add_col + n0, ep);
+        q1 = add_row8(q1, ep.add_col + n0 + 8, ep);
+      }
       // Values are already inside the output range, so the saturating packs only narrow.
       const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
       const __m128i lo16 = _mm256_castsi256_si128(w), hi16 = _mm256_extracti128_si256(w, 1);

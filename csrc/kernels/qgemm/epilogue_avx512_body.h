@@ -21,6 +21,7 @@ struct Store16 {
   __mmask16 mask;
   __m512i corr, b_zp, out_zp;
   __m512 mult, lo, hi;
+  __m512 add_col;  // the fused Add's row (zeros where there is none)
 
   PYRT_AVX512 Store16(const Epilogue& e, int n0_, int cols)
       : ep(&e),
@@ -31,7 +32,8 @@ struct Store16 {
         out_zp(_mm512_set1_epi32(e.out_zp)),
         mult(_mm512_loadu_ps(e.mult + n0_)),
         lo(_mm512_set1_ps(e.lo_f)),
-        hi(_mm512_set1_ps(e.hi_f)) {}
+        hi(_mm512_set1_ps(e.hi_f)),
+        add_col(e.add_col ? _mm512_loadu_ps(e.add_col + n0_) : _mm512_set1_ps(0.0f)) {}
 
   // Row m.
   PYRT_AVX512 void operator()(__m512i acc, int m) const {
@@ -42,7 +44,15 @@ struct Store16 {
     const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
     if (ep->out == OutKind::f32) return _mm512_mask_storeu_ps(static_cast<float*>(ep->c) + at, mask, v);
     constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    const __m512i q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi), kRne), out_zp);
+    __m512i q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi), kRne), out_zp);
+    if (ep->add_col) {
+      const __m512 w = _mm512_add_ps(
+          _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(ep->add_in_zp))),
+                        _mm512_set1_ps(ep->add_mult)),
+          add_col);
+      const __m512 w_clamped = _mm512_min_ps(_mm512_max_ps(w, _mm512_set1_ps(ep->add_lo_f)), _mm512_set1_ps(ep->add_hi_f));
+      q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(w_clamped, kRne), _mm512_set1_epi32(ep->add_out_zp));
+    }
     // q is inside the output range, so truncating to bytes (vpmovdb) is exact for u8 and s8.
     _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(ep->c) + at, mask, q);
   }

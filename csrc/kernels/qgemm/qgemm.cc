@@ -84,7 +84,8 @@ constexpr int64_t kMinMacsPerThread = 1 << 18;
 QgemmColumnTerms::Arrays QgemmColumnTerms::arrays_in(void* storage, int N) {
   auto* base = static_cast<int32_t*>(storage);
   const int n_pad = padded_columns(N);
-  return Arrays{base, base + n_pad, reinterpret_cast<float*>(base + 2 * n_pad)};
+  return Arrays{base, base + n_pad, reinterpret_cast<float*>(base + 2 * n_pad),
+                reinterpret_cast<float*>(base + 3 * n_pad)};
 }
 
 void QgemmColumnTerms::fill(const PackedWeights& w, const QgemmArgs& args, const Arrays& out) {
@@ -108,11 +109,12 @@ void QgemmColumnTerms::fill(const PackedWeights& w, const QgemmArgs& args, const
     out.col_corr[n] = v;
     out.b_zp[n] = zp[n];
     out.mult[n] = args.out == OutKind::i32 ? 1.0f : args.multiplier[args.n_multiplier == 1 ? 0 : n];
+    out.add_col[n] = args.add_col ? args.add_col[n] : 0.0f;
   }
   // Padding, so kernels may load whole vectors past N.
   for (int n = N; n < padded_columns(N); ++n) {
     out.col_corr[n] = out.b_zp[n] = 0;
-    out.mult[n] = 0.0f;
+    out.mult[n] = out.add_col[n] = 0.0f;
   }
 }
 
@@ -123,6 +125,8 @@ QgemmColumnTerms::QgemmColumnTerms(const PackedWeights& w, const QgemmArgs& args
 
 void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms* terms) {
   const int M = args.M, N = w.N(), K = w.K();
+  if (args.add_col && args.out != OutKind::u8 && args.out != OutKind::s8)
+    throw InputError("a fused Add needs a u8 or s8 GEMM output");
   if (M == 0 || N == 0) return;
   QgemmColumnTerms::Arrays terms_arrays;
   if (terms) {
@@ -166,6 +170,14 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms
   ep.out_zp = args.out_zero_point;
   ep.c = args.c;
   ep.ldc = args.ldc;
+  if (args.add_col) {
+    ep.add_col = terms_arrays.add_col;
+    ep.add_mult = args.add_mult;
+    ep.add_in_zp = args.add_in_zp;
+    ep.add_out_zp = args.add_out_zp;
+    ep.add_lo_f = float(args.add_lo - args.add_out_zp);
+    ep.add_hi_f = float(args.add_hi - args.add_out_zp);
+  }
 
   const int panels = (N + pb.nr - 1) / pb.nr;
   const auto* a = static_cast<const uint8_t*>(args.a);

@@ -13,17 +13,22 @@ namespace pyrt {
 //   acc += col_corr[n] - row_sums[m] * b_zp[n]   (the row term only when row_sums != null)
 // then per `out`: i32 store; f32: f32(acc) * mult[n]; u8/s8: round_half_even(clamp(
 // f32(acc) * mult[n], lo_f, hi_f)) + out_zp. col_corr already holds the bias and the
-// a-zero-point terms.
+// a-zero-point terms. With add_col (u8/s8 only), that q then goes through a quantized Add
+// of a constant row, exactly as the QAdd op computes it:
+//   round_half_even(clamp(f32(q - add_in_zp) * add_mult + add_col[n], add_lo_f, add_hi_f)) + add_out_zp
 struct Epilogue {
-  OutKind out;
-  const int32_t* col_corr;  // N
-  const int32_t* row_sums;  // M (indexed by absolute row), or null
-  const int32_t* b_zp;      // N
-  const float* mult;        // N
-  float lo_f, hi_f;         // lo - out_zp, hi - out_zp
-  int32_t out_zp;
-  void* c;
-  ptrdiff_t ldc;
+  OutKind out = OutKind::i32;
+  const int32_t* col_corr = nullptr;  // N
+  const int32_t* row_sums = nullptr;  // M (indexed by absolute row), or null
+  const int32_t* b_zp = nullptr;      // N
+  const float* mult = nullptr;        // N
+  float lo_f = 0, hi_f = 0;           // lo - out_zp, hi - out_zp
+  int32_t out_zp = 0;
+  void* c = nullptr;
+  ptrdiff_t ldc = 0;
+  const float* add_col = nullptr;  // N (padded like the other columns), or null: no Add
+  float add_mult = 0, add_lo_f = 0, add_hi_f = 0;  // the bounds less add_out_zp
+  int32_t add_in_zp = 0, add_out_zp = 0;
 };
 
 struct QgemmKernels {

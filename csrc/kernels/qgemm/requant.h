@@ -25,14 +25,26 @@ inline int32_t requantize_one(int32_t acc, float mult, const Epilogue& ep) {
   return int32_t(__builtin_roundevenf(v)) + ep.out_zp;
 }
 
+// The fused Add's stage (Epilogue::add_col): reference.qlinear_add with a constant row.
+inline int32_t add_row_one(int32_t q, int n, const Epilogue& ep) {
+  float v = float(q - ep.add_in_zp) * ep.add_mult + ep.add_col[n];
+  v = std::min(std::max(v, ep.add_lo_f), ep.add_hi_f);
+  return int32_t(__builtin_roundevenf(v)) + ep.add_out_zp;
+}
+
+inline int32_t requantize_column(int32_t acc, int n, const Epilogue& ep) {
+  const int32_t q = requantize_one(acc, ep.mult[n], ep);
+  return ep.add_col ? add_row_one(q, n, ep) : q;
+}
+
 // Writes one corrected accumulator to C[m][n].
 inline void store_one(int32_t acc, int m, int n, const Epilogue& ep) {
   const ptrdiff_t at = ptrdiff_t(m) * ep.ldc + n;
   switch (ep.out) {
     case OutKind::i32: static_cast<int32_t*>(ep.c)[at] = acc; break;
     case OutKind::f32: static_cast<float*>(ep.c)[at] = float(acc) * ep.mult[n]; break;
-    case OutKind::u8: static_cast<uint8_t*>(ep.c)[at] = uint8_t(requantize_one(acc, ep.mult[n], ep)); break;
-    case OutKind::s8: static_cast<int8_t*>(ep.c)[at] = int8_t(requantize_one(acc, ep.mult[n], ep)); break;
+    case OutKind::u8: static_cast<uint8_t*>(ep.c)[at] = uint8_t(requantize_column(acc, n, ep)); break;
+    case OutKind::s8: static_cast<int8_t*>(ep.c)[at] = int8_t(requantize_column(acc, n, ep)); break;
   }
 }
 
