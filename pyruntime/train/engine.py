@@ -72,15 +72,19 @@ def accuracy(logits, y) -> float:
 def fit(model: nn.Module, x, y, *, epochs: int, batch_size: int = 128, lr: float = 0.05,
         weight_decay: float = 5e-4, optimizer: str = "sgd", augment_mode: str = "",
         loss_fn=None, seed: int = 0, desc: str = "train", val=None, label_smoothing: float = 0.0,
-        params=None, progress: bool = True) -> dict:
+        params=None, progress: bool = True, channels_last: bool = False) -> dict:
     """One-cycle SGD (nesterov) or AdamW training.
 
     loss_fn(model, xb, yb, idx, flip, progress) -> loss; default cross-entropy. `idx` are the
     rows of x in the batch (to look up cached targets), `flip` the flip mask, `progress`
     the fraction of training done (for schedules such as teacher annealing).
+    channels_last: NHWC activations; torch's CPU convolutions run about 1.3x faster on them
+    for the teacher's shapes.
     """
     x = torch.as_tensor(x)
     y = torch.as_tensor(y)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     params = list(params if params is not None else model.parameters())
@@ -105,6 +109,8 @@ def fit(model: nn.Module, x, y, *, epochs: int, batch_size: int = 128, lr: float
         run_loss, nb = 0.0, 0
         for idx in batches(len(x), batch_size, True, gen):
             xb, flip = augment(x[idx], augment_mode, gen) if augment_mode else (x[idx], torch.zeros(len(idx), dtype=torch.bool))
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model, xb, y[idx], idx, flip, step / total)
             opt.zero_grad(set_to_none=True)
             loss.backward()

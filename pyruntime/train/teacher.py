@@ -27,6 +27,7 @@ def get_teacher(data, cfg: TeacherConfig = TeacherConfig(), cache=None, log=prin
     res = engine.fit(model, train.x, train.y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                      weight_decay=cfg.weight_decay, augment_mode=cfg.augment,
                      label_smoothing=cfg.label_smoothing, seed=cfg.seed, desc="teacher",
+                     channels_last=cfg.channels_last,
                      val=(data.val.x, data.val.y), progress=progress)
     dt = time.time() - t0
     meta = {"config": dataclasses.asdict(cfg), "val_acc": res["history"][-1]["val_acc"],
