@@ -322,8 +322,7 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
             raise unsupported(n)
         if n.domain == "pyrt" and n.op == "QGemm":
             w = n.attrs["w"]
-            zp = n.attrs["w_zp"].astype(np.int32) if n.attrs["w_zp"] is not None else np.zeros(1, np.int32)
-            n.attrs["native"] = _native.PackedWeights(np.ascontiguousarray(w), np.ascontiguousarray(zp))
+            n.attrs["native"] = lower_gemm.pack_qgemm_weights(w, n.attrs["w_zp"])
             # DESIGN.md's bound with the widest activation deviation (255): refuse now what
             # could wrap int32 at run time.
             bias = n.attrs["bias"]

@@ -89,6 +89,9 @@ class Lowering:
         # Values stored channels-last (NHWC) while their logical shape stays NCHW: the
         # layout-aware lowerings (LAYOUT_AWARE) keep activations there between convs.
         self.nhwc: set[str] = set()
+        # Flatten outputs that keep an NHWC value's byte order: name -> (C, H, W). Only
+        # GEMMs with constant weights read them, their weight rows permuted to match.
+        self.flat_nhwc: dict[str, tuple[int, int, int]] = {}
         self._nchw_copies: dict[str, str] = {}
         # Outputs handed to another plan of the same model (early-exit segments) may stay
         # NHWC: the next plan declares them NHWC inputs, and nobody transposes twice.

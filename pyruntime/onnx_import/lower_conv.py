@@ -299,6 +299,24 @@ def _keeps_layout(fn, same_layout):
     return lower
 
 
+_FLAT_READERS = {("pyrt", "QGemm"), ("pyrt", "FGemm")}
+
+
+def lower_flatten_nhwc(low: Lowering, n: Node) -> None:
+    """Flatten(axis=1) of an NHWC value read only as a GEMM's A: the bytes stay in NHWC order
+    (no transpose) and the GEMM takes its weight rows in the same order (lower_gemm.packed_for)."""
+    x = n.inputs[0]
+    shape = low.shape(x)
+    axis = int(n.attrs.get("axis", 1))
+    users = low.g.consumers().get(n.outputs[0], [])
+    if (x not in low.nhwc or len(shape) != 4 or axis not in (1, -3) or not users
+            or n.outputs[0] in low.g.output_names()
+            or any((u.domain, u.op) not in _FLAT_READERS or u.inputs[0] != n.outputs[0] for u in users)):
+        return LOWER_FLATTEN(low, low.with_nchw_inputs(n))
+    LOWER_FLATTEN(low, n)
+    low.flat_nhwc[n.outputs[0]] = tuple(shape[1:])
+
+
 def _scalar_or_same(low: Lowering, n: Node) -> bool:
     a, b = n.inputs[:2]
     if b in low.nhwc:
@@ -317,8 +335,10 @@ for _key, _test in ((("", "Relu"), lambda low, n: True), (("", "Clip"), lambda l
                     (("", "DequantizeLinear"), _per_tensor), (("pyrt", "QAdd"), _scalar_or_same)):
     LOWER[_key] = _keeps_layout(LOWER[_key], _test)
     LAYOUT_AWARE.add(_key)
+LOWER_FLATTEN = LOWER[("", "Flatten")]
+LOWER[("", "Flatten")] = lower_flatten_nhwc
 LAYOUT_AWARE.update({("", "Conv"), ("pyrt", "QConv"), ("", "MaxPool"), ("", "GlobalAveragePool"),
-                     ("", "GlobalMaxPool")})
+                     ("", "GlobalMaxPool"), ("", "Flatten")})
 
 LOWER.update({
     ("", "Conv"): lower_conv, ("", "ConvInteger"): lower_qconv, ("", "QLinearConv"): lower_qconv,

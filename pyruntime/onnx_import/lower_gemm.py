@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .. import _native
 from ..errors import ModelError, UnsupportedError
 from .graph import Node
 from .lower import (LOWER, OUT_KIND, Lowering, _axis, _broadcast_ints, _const_scalar, _emit_transpose, _float_input,
@@ -130,6 +131,27 @@ def _gemm_rows(low, n, a, K):
     return _prod(shape[:-1]), list(shape[:-1])
 
 
+def pack_qgemm_weights(w: np.ndarray, w_zp) -> "_native.PackedWeights":
+    zp = np.zeros(1, np.int32) if w_zp is None else np.asarray(w_zp).astype(np.int32)
+    return _native.PackedWeights(np.ascontiguousarray(w), np.ascontiguousarray(zp))
+
+
+def packed_for(low: Lowering, n: Node, pack):
+    """The packed weights of a pyrt.QGemm/FGemm for its input: as loaded, or, where the input
+    is an NHWC value flattened in place (Lowering.flat_nhwc), with the rows of W reordered
+    from (c, h, w) to (h, w, c) once per (C, H, W) and kept on the node. Reordering K
+    leaves every dot product the same sum."""
+    chw = low.flat_nhwc.get(n.inputs[0])
+    if chw is None:
+        return n.attrs["native"]
+    cache = n.attrs.setdefault("native_flat_nhwc", {})
+    if chw not in cache:
+        c, h, w = chw
+        rows = n.attrs["w"].reshape(c, h * w, -1).transpose(1, 0, 2).reshape(c * h * w, -1)
+        cache[chw] = pack(np.ascontiguousarray(rows))
+    return cache[chw]
+
+
 def lower_qgemm(low: Lowering, n: Node) -> None:
     at = n.attrs
     a = n.inputs[0]
@@ -147,7 +169,8 @@ def lower_qgemm(low: Lowering, n: Node) -> None:
         ints += [add["in_zp"], add["out_zp"], add["lo"], add["hi"]]
         floats = [add["mult"]]
         mult = np.concatenate([mult, add["col"]])
-    low.emit("qgemm", [a], [n.outputs[0]], ints, floats, qweights=at["native"], i32=bias, f32=mult)
+    native = packed_for(low, n, lambda w: pack_qgemm_weights(w, at["w_zp"]))
+    low.emit("qgemm", [a], [n.outputs[0]], ints, floats, qweights=native, i32=bias, f32=mult)
 
 
 def lower_fgemm(low: Lowering, n: Node) -> None:
@@ -157,7 +180,7 @@ def lower_fgemm(low: Lowering, n: Node) -> None:
     K, N = at["w"].shape
     M, lead = _gemm_rows(low, n, a, K)
     low.define(n.outputs[0], np.float32, lead + [N])
-    low.emit("sgemm", [a], [n.outputs[0]], [M], [at["lo"], at["hi"]], fweights=at["native"],
+    low.emit("sgemm", [a], [n.outputs[0]], [M], [at["lo"], at["hi"]], fweights=packed_for(low, n, _native.PackedSgemm),
              f32=at["bias"] if at["bias"] is not None else ())
 
 
