@@ -9,6 +9,7 @@
 #include "../copy_bytes.h"
 #include "../fp32/conv_f32.h"
 #include "../fp32/sgemm.h"
+#include "../qgemm/qgemm_kernels.h"
 #include "conv_window.h"
 #include "pyruntime/errors.h"
 #include "pyruntime/qgemm.h"
@@ -319,6 +320,40 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
                             ctx.threads};
     if (ctx.isa == Isa::avx512vnni && !wa.w->has_zero_points()) return conv_q8_window_8x16_avx512vnni(wa);
     return conv_q8_window_6x16_avx2(wa);
+  }
+  // Constant weights, one group, NHWC in and out, whole quads per window row: the GEMM
+  // micro-kernel reads each pixel's window straight from the padded input band, so no
+  // im2col copy is made (it was 15% of small-cnn at batch 1).
+  const QgemmKernels& kern = qgemm_kernels(ctx.isa);
+  const PackedWeights& w0 = groups.empty() ? *s.qweights : *groups[0];
+  if (!general && kern.tile_band && g.group == 1 && g.dw == 1 && (in_nhwc || g.C == 1) && out_nhwc &&
+      (g.kw * g.C) % 4 == 0 && !w0.has_zero_points()) {
+    const PackedPanels& pb = w0.packed(ctx.isa);
+    QgemmArgs args = base;
+    use_group_epilogue(args, bias, mult, g, 0);
+    args.c = y;
+    args.ldc = g.M;
+    const Epilogue ep = gemm_epilogue(args, s.qterms.at(0)->arrays(), nullptr);
+    // Quad k of a pixel's window: window row k / quads, bytes 4 * (k % quads) of it.
+    const int64_t quads = g.kw * g.C / 4;
+    const ptrdiff_t row_stride = ptrdiff_t(window_band_stride(g) * g.dh);
+    thread_local std::vector<int32_t> quad_offset;
+    quad_offset.assign(size_t(pb.k_padded / 4), 0);
+    for (int64_t k = 0; k < g.kh * quads; ++k) quad_offset[k] = int32_t((k / quads) * row_stride + 4 * (k % quads));
+    const int32_t* offsets = quad_offset.data();
+    const WindowConvArgs wa{g, x, a_signed, a_zp, &w0, nullptr, nullptr, 0, kind, 0, 0, 0, y, ctx.threads};
+    const ptrdiff_t step = ptrdiff_t(g.sw * g.C);
+    const int panels = (int(g.M) + pb.nr - 1) / pb.nr;
+    window_for_each_output_row(wa, a_signed ? 0x80 : 0, [&](int64_t n, int64_t oy, const uint8_t* band, size_t) {
+      const int64_t row_base = (n * g.OH + oy) * g.OW;
+      for (int64_t ox0 = 0; ox0 < g.OW; ox0 += kern.mr) {
+        const int rows = int(std::min<int64_t>(kern.mr, g.OW - ox0));
+        for (int p = 0; p < panels; ++p)
+          kern.tile_band(band + ox0 * step, offsets, step, pb, p, rows, std::min(pb.nr, int(g.M) - p * pb.nr),
+                         int(row_base + ox0), p * pb.nr, ep);
+      }
+    });
+    return;
   }
   // One image, one group, NHWC in and out, several threads: each thread gathers and
   // multiplies its own band of output pixels, so the gather runs in parallel too.

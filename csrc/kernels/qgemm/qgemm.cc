@@ -123,6 +123,29 @@ QgemmColumnTerms::QgemmColumnTerms(const PackedWeights& w, const QgemmArgs& args
   fill(w, args, arrays());
 }
 
+Epilogue gemm_epilogue(const QgemmArgs& args, const QgemmColumnTerms::Arrays& terms, const int32_t* row_sums) {
+  Epilogue ep;
+  ep.out = args.out;
+  ep.col_corr = terms.col_corr;
+  ep.row_sums = row_sums;
+  ep.b_zp = terms.b_zp;
+  ep.mult = terms.mult;
+  ep.lo_f = float(args.lo - args.out_zero_point);
+  ep.hi_f = float(args.hi - args.out_zero_point);
+  ep.out_zp = args.out_zero_point;
+  ep.c = args.c;
+  ep.ldc = args.ldc;
+  if (args.add_col) {
+    ep.add_col = terms.add_col;
+    ep.add_mult = args.add_mult;
+    ep.add_in_zp = args.add_in_zp;
+    ep.add_out_zp = args.add_out_zp;
+    ep.add_lo_f = float(args.add_lo - args.add_out_zp);
+    ep.add_hi_f = float(args.add_hi - args.add_out_zp);
+  }
+  return ep;
+}
+
 void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms* terms) {
   const int M = args.M, N = w.N(), K = w.K();
   if (args.add_col && args.out != OutKind::u8 && args.out != OutKind::s8)
@@ -135,9 +158,6 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms
     terms_arrays = QgemmColumnTerms::arrays_in(scratch(kEpilogueArrays, QgemmColumnTerms::storage_bytes(N)), N);
     QgemmColumnTerms::fill(w, args, terms_arrays);
   }
-  const int32_t* col_corr = terms_arrays.col_corr;
-  const int32_t* b_zp = terms_arrays.b_zp;
-  const float* mult = terms_arrays.mult;
 
   // More threads than usable CPUs would only queue behind each other, and a thread that
   // gets less than ~kMinMacsPerThread costs more to wake than it saves.
@@ -159,25 +179,7 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms
     }
   }
 
-  Epilogue ep;
-  ep.out = args.out;
-  ep.col_corr = col_corr;
-  ep.row_sums = row_sums;
-  ep.b_zp = b_zp;
-  ep.mult = mult;
-  ep.lo_f = float(args.lo - args.out_zero_point);
-  ep.hi_f = float(args.hi - args.out_zero_point);
-  ep.out_zp = args.out_zero_point;
-  ep.c = args.c;
-  ep.ldc = args.ldc;
-  if (args.add_col) {
-    ep.add_col = terms_arrays.add_col;
-    ep.add_mult = args.add_mult;
-    ep.add_in_zp = args.add_in_zp;
-    ep.add_out_zp = args.add_out_zp;
-    ep.add_lo_f = float(args.add_lo - args.add_out_zp);
-    ep.add_hi_f = float(args.add_hi - args.add_out_zp);
-  }
+  const Epilogue ep = gemm_epilogue(args, terms_arrays, row_sums);
 
   const int panels = (N + pb.nr - 1) / pb.nr;
   const auto* a = static_cast<const uint8_t*>(args.a);

@@ -51,6 +51,18 @@ struct RowsQuadsA {
   }
 };
 
+// A direct convolution's rows read from its padded band (QgemmKernels::tile_band).
+struct BandQuadsA {
+  const uint8_t* band;
+  const int32_t* quad_offset;
+  ptrdiff_t step;
+  int full;
+  PYRT_AVX512 __m512i operator()(int s, int r) const {
+    return _mm512_set1_epi32(load_u32(band + quad_offset[s] + r * step));
+  }
+  PYRT_AVX512 __m512i tail(int s, int r) const { return (*this)(s, r); }
+};
+
 template <int R, typename ASource>
 PYRT_AVX512 void tile_rows(const ASource& a_src, const PackedPanels& b, int panel, int cols, int m0, int n0,
                            const Epilogue& ep) {
@@ -108,6 +120,11 @@ void tile_inplace(const uint8_t* a, ptrdiff_t lda, bool a_signed, int K, const P
     tile_upto<kMr>(RowsQuadsA<false>{a, lda, K, K / 4}, b, panel, rows, cols, m0, n0, ep);
 }
 
+void tile_band(const uint8_t* band, const int32_t* quad_offset, ptrdiff_t step, const PackedPanels& b, int panel,
+               int rows, int cols, int m0, int n0, const Epilogue& ep) {
+  tile_upto<kMr>(BandQuadsA{band, quad_offset, step, b.k_padded / 4}, b, panel, rows, cols, m0, n0, ep);
+}
+
 // P panels against one row read in place; the last partial quad of A is read bytewise
 // (zeros past K meet the zero padding of B).
 template <int P>
@@ -150,4 +167,6 @@ void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, 
 
 // In place up to 8 panels (256 columns): on Zen 4 e.g. 196x1152x128 went from 58-75% of
 // the peak packed to ~90% in place; at 1024 columns packing A is as good.
-QgemmKernels kernels() { return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv, tile_inplace, 8}; }
+QgemmKernels kernels() {
+  return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv, tile_inplace, 8, tile_band};
+}

@@ -53,7 +53,18 @@ struct QgemmKernels {
                        int rows, int cols, int m0, int n0, const Epilogue& ep) = nullptr;
   // The most panels for which tile_inplace beats packing A (measured per family).
   int inplace_max_panels = 0;
+  // Optional: a micro-tile of a direct convolution. Row r of A (output pixel r of a run
+  // along one output row) has its k-th quad at band + quad_offset[k] + r * step: the
+  // window rows of a zero-point-padded NHWC band, already in the A' domain, so no im2col
+  // copy is made. quad_offset covers k_padded / 4 quads (B is zero past K, so the padding
+  // quads may point anywhere readable). Null where the ISA has none.
+  void (*tile_band)(const uint8_t* band, const int32_t* quad_offset, ptrdiff_t step, const PackedPanels& b,
+                    int panel, int rows, int cols, int m0, int n0, const Epilogue& ep) = nullptr;
 };
+
+// The epilogue of a GEMM with these arguments and column terms (row_sums: per-row sums of
+// A', needed only where the weights have zero points).
+Epilogue gemm_epilogue(const QgemmArgs& args, const QgemmColumnTerms::Arrays& terms, const int32_t* row_sums);
 
 const QgemmKernels& qgemm_kernels(Isa isa);
 
