@@ -104,10 +104,12 @@ def test_quantize_linear_split_over_threads(isa, dtype, zp):
 
 
 @pytest.mark.parametrize("isa", PATHS)
-@pytest.mark.parametrize("b_shape", [(1, 7, 1003), (5, 1, 1003), (5, 7, 1)], ids=["rows", "planes", "columns"])
+@pytest.mark.parametrize("b_shape", [(1, 7, 1003), (5, 1, 1003), (5, 7, 1), (5, 7, 1003), (1,)],
+                         ids=["rows", "planes", "columns", "same", "scalar"])
 def test_qlinear_add_split_over_threads(isa, b_shape):
-    """A broadcasting quantized Add large enough to be split over threads: a thread's rows
-    start mid-tensor, so its operand offsets come from the row index (rank 3 here)."""
+    """A quantized Add large enough to be split over threads: a thread's rows start
+    mid-tensor, so its operand offsets come from the row index (rank 3 here); same shapes
+    or a scalar merge into one row, which is split itself."""
     rng = np.random.default_rng(13)
     sa, sb, sy = np.float32(0.02), np.float32(0.005), np.float32(0.03)
     for threads in (1, 2, 3):

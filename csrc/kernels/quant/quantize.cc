@@ -208,22 +208,29 @@ void qadd_typed(const Step& s, const StepIO& io, const RunContext& ctx) {
     y[0] = one(a[0], b[0]);
     return;
   }
-  const int64_t inner = shape[R - 1], rows = inner ? total / inner : 0;
-  auto rows_of = [&](int64_t r0, int64_t r1) {
-    for_each_broadcast_row(R, shape, sa, sb, r0, r1, [&](int64_t oa, int64_t ob, int64_t at, int64_t n, int64_t ia,
-                                                         int64_t ib) {
-      int64_t j = 0;
-      if (ia == 1 && ib == 1) {  // both contiguous (a residual Add, a bias row)
-        if (ctx.isa == Isa::avx512vnni)
-          j = qadd_run_avx512(a + oa, b + ob, y + at, n, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
-        else if (ctx.isa == Isa::avx2)
-          j = qadd_run_avx2(a + oa, b + ob, y + at, n, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
-      }
-      for (; j < n; ++j) y[at + j] = one(a[oa + j * ia], b[ob + j * ib]);
-    });
+  auto run = [&](int64_t oa, int64_t ob, int64_t at, int64_t n, int64_t ia, int64_t ib) {
+    int64_t j = 0;
+    if (ia == 1 && ib == 1) {  // both contiguous (a residual Add, a bias row)
+      if (ctx.isa == Isa::avx512vnni)
+        j = qadd_run_avx512(a + oa, b + ob, y + at, n, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
+      else if (ctx.isa == Isa::avx2)
+        j = qadd_run_avx2(a + oa, b + ob, y + at, n, a_zp, b_zp, y_zp, ma, mb, lo_v, hi_v);
+    }
+    for (; j < n; ++j) y[at + j] = one(a[oa + j * ia], b[ob + j * ib]);
   };
-  const int par = int(std::min<int64_t>(split_for(total, ctx.threads), rows));
-  parallel_run(par, [&](int tid) { rows_of(rows * tid / par, rows * (tid + 1) / par); });
+  const int par = split_for(total, ctx.threads);
+  if (R == 1) {  // one row (same shapes merge into it, e.g. a residual Add): split the row itself
+    parallel_run(par, [&](int tid) {
+      const int64_t e0 = total * tid / par, e1 = total * (tid + 1) / par;
+      run(e0 * sa[0], e0 * sb[0], e0, e1 - e0, sa[0], sb[0]);
+    });
+    return;
+  }
+  const int64_t inner = shape[R - 1], rows = inner ? total / inner : 0;
+  const int row_par = int(std::min<int64_t>(par, rows));
+  parallel_run(row_par, [&](int tid) {
+    for_each_broadcast_row(R, shape, sa, sb, rows * tid / row_par, rows * (tid + 1) / row_par, run);
+  });
 }
 
 template <typename TA, typename TB>
