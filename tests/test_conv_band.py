@@ -19,7 +19,7 @@ from pyrt_testlib import ALL_PATHS, path_params
 T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
 
 
-def chained(rng, dt, c_mid, m_out, k, strides, pads, dilations):
+def chained(rng, dt, c_mid, m_out, k, strides, pads, dilations, hw=(9, 11)):
     """QLinearConv (4 -> c_mid, NCHW input) then QLinearConv (c_mid -> m_out) reading NHWC."""
     lo, hi = (0, 256) if dt == np.uint8 else (-128, 128)
     c = dict(xs=np.float32(0.04), xz=np.array(lo + 90, dt), w1=rng.integers(-127, 128, (c_mid, 4, 3, 3)).astype(np.int8),
@@ -31,7 +31,7 @@ def chained(rng, dt, c_mid, m_out, k, strides, pads, dilations):
                               pads=[1, 1, 1, 1]),
              helper.make_node("QLinearConv", ["y", "ys", "yz", "w2", "w2s", "w2z", "zs", "zz", "b2"], ["z"],
                               kernel_shape=list(k), strides=list(strides), pads=list(pads), dilations=list(dilations))]
-    g = helper.make_graph(nodes, "band", [helper.make_tensor_value_info("x", T[np.dtype(dt)], ["N", 4, 9, 11])],
+    g = helper.make_graph(nodes, "band", [helper.make_tensor_value_info("x", T[np.dtype(dt)], ["N", 4, *hw])],
                           [helper.make_tensor_value_info("z", T[np.dtype(dt)], ["N", m_out, "OH", "OW"])],
                           [numpy_helper.from_array(v, n) for n, v in c.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
@@ -64,3 +64,14 @@ def test_band_conv_matches_reference(isa, geom, dt):
         x = rng.integers(lo, hi, (batch, 4, 9, 11)).astype(dt)
         got = pyruntime.load(model, isa=isa, threads=threads).run(None, {"x": x})[0]
         np.testing.assert_array_equal(got, expected(x, c, strides, pads, dilations))
+
+
+@pytest.mark.parametrize("isa", path_params(("avx512vnni", "avx512vnni_emulated")))
+def test_band_conv_large_batch_pads_on_every_thread(isa):
+    """Enough input (> 2 x 256 KB of padded band) that the band is padded by two threads."""
+    rng = np.random.default_rng(32)
+    geom = ((1, 1), (1, 1, 1, 1), (1, 1))
+    model, c, (lo, hi) = chained(rng, np.uint8, 16, 24, (3, 3), *geom, hw=(64, 256))
+    x = rng.integers(lo, hi, (2, 4, 64, 256)).astype(np.uint8)
+    got = pyruntime.load(model, isa=isa, threads=2).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, expected(x, c, *geom))
