@@ -58,6 +58,21 @@ def test_global_avg_pool_matches_reference(isa, dtype, channels_last, shape):
     np.testing.assert_array_equal(got, _to_last(expected) if channels_last else expected)
 
 
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("channels_last", [0, 1], ids=["nchw", "nhwc"])
+def test_global_avg_pool_split_over_threads(isa, channels_last):
+    """A batch large enough (> 2 x 256 KB) that its images are split over two threads; odd
+    batch and channel counts so the shares differ in size and the vectors have tails."""
+    x, (xs, xz, ys, yz) = _case(91 + channels_last, (9, 70, 31, 29), np.uint8)
+    expected = ref.qlinear_global_avg_pool(x, xs, xz, ys, yz)
+    feed = np.ascontiguousarray(_to_last(x) if channels_last else x)
+    model = _contrib_model("QLinearGlobalAveragePool", feed.shape, np.uint8, xs, xz, ys, yz,
+                           channels_last=channels_last)
+    for threads in (1, 2):
+        got = pyruntime.load(model, isa=isa, threads=threads).run(None, {"x": feed})[0]
+        np.testing.assert_array_equal(got, _to_last(expected) if channels_last else expected, err_msg=f"{threads=}")
+
+
 def test_global_avg_pool_extremes_saturate():
     """All-max and all-min inputs with a narrow output scale hit both clamps exactly."""
     for dtype in (np.uint8, np.int8):

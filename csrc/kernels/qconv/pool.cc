@@ -8,6 +8,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "../../runtime/thread_pool.h"
 #include "conv.h"
 #include "pool.h"
 #include "pyruntime/errors.h"
@@ -365,14 +366,27 @@ PYRT_AVX2 void s8u8_gavgpool_nchw_b32_avx2(const QAvgPool& p, const T* x, T* y) 
   }
 }
 
+constexpr int64_t kMinPoolBytesPerThread = 1 << 18;
+
 template <typename T>
-void qavg_pool_typed(const QAvgPool& p, const StepIO& io, bool avx2) {
+void qavg_pool_typed(const QAvgPool& p, const StepIO& io, bool avx2, int threads) {
   const T* x = static_cast<const T*>(io.in[0]);
   T* y = static_cast<T*>(io.out[0]);
   if (!p.global()) return qavg_pool_window(p, x, y);
-  if (p.channels_last)
-    return avx2 ? s8u8_gavgpool_nhwc_c32_avx2(p, x, y) : qavg_pool_global_nhwc(p, x, y);
-  return avx2 ? s8u8_gavgpool_nchw_b32_avx2(p, x, y) : qavg_pool_global_nchw(p, x, y);
+  // A global pool reads each image once and writes its C outputs: images split over threads.
+  const int64_t image = p.C * p.H * p.W;
+  const int par = int(std::max<int64_t>(1, std::min<int64_t>({threads, max_threads(), p.N,
+                                                              p.N * image / kMinPoolBytesPerThread})));
+  parallel_run(par, [&](int tid) {
+    QAvgPool share = p;
+    const int64_t n0 = p.N * tid / par;
+    share.N = p.N * (tid + 1) / par - n0;
+    const T* xs = x + n0 * image;
+    T* ys = y + n0 * p.C;
+    if (p.channels_last)
+      return avx2 ? s8u8_gavgpool_nhwc_c32_avx2(share, xs, ys) : qavg_pool_global_nhwc(share, xs, ys);
+    return avx2 ? s8u8_gavgpool_nchw_b32_avx2(share, xs, ys) : qavg_pool_global_nchw(share, xs, ys);
+  });
 }
 
 }  // namespace
@@ -381,8 +395,8 @@ void qavg_pool_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   const QAvgPool p(s);
   const bool avx2 = ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni;
   switch (io.in_v[0]->dtype) {
-    case DType::u8: return qavg_pool_typed<uint8_t>(p, io, avx2);
-    case DType::s8: return qavg_pool_typed<int8_t>(p, io, avx2);
+    case DType::u8: return qavg_pool_typed<uint8_t>(p, io, avx2, ctx.threads);
+    case DType::s8: return qavg_pool_typed<int8_t>(p, io, avx2, ctx.threads);
     default: throw UnsupportedError("quantized average pooling needs uint8 or int8 data");
   }
 }
