@@ -21,7 +21,6 @@ namespace {
 
 #include "../qgemm/epilogue_avx512_body.h"
 
-constexpr int kPixels = 8;  // pixels sharing each weight load
 constexpr int kPanel = 16;  // output channels per zmm
 
 // Weights per panel as [kh][quads][16 channels][4 taps] s8, zero past each row's kw*C taps
@@ -49,33 +48,57 @@ QuadWeights prepare_quads(const WindowConvArgs& a) {
   return QuadWeights{out, quads, panel_bytes};
 }
 
-// R pixels from ox0 on, one panel of 16 channels.
-template <int R>
+// R pixels from ox0 on, P panels of 16 channels from panel0 on: each window quad is
+// broadcast once for all P panels (a 64-channel first layer loaded it 4 times).
+template <int R, int P>
 PYRT_AVX512 void tile_pixels(const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw,
-                             int panel, int64_t ox0, int64_t m0, const Epilogue& ep) {
-  __m512i acc[R];
+                             int panel0, int64_t ox0, int64_t m0, const Epilogue& ep) {
+  __m512i acc[R][P];
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
-  const int8_t* wp = qw.w + panel * qw.panel_bytes;
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_si512();
+  const int8_t* wp = qw.w + panel0 * qw.panel_bytes;
   const int64_t step = g.sw * g.C;
   for (int ky = 0; ky < g.kh; ++ky) {
     const uint8_t* row = band + ky * band_stride + ox0 * step;
     for (int q = 0; q < qw.quads; ++q) {
-      const __m512i w = load(wp + (ky * qw.quads + q) * kPanel * 4);
+      __m512i w[P];
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) w[p] = load(wp + p * qw.panel_bytes + (ky * qw.quads + q) * kPanel * 4);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) acc[r] = dpbusd(acc[r], _mm512_set1_epi32(load_u32(row + r * step + 4 * q)), w);
+      for (int r = 0; r < R; ++r) {
+        const __m512i a = _mm512_set1_epi32(load_u32(row + r * step + 4 * q));
+#pragma GCC unroll 4
+        for (int p = 0; p < P; ++p) acc[r][p] = dpbusd(acc[r][p], a, w[p]);
+      }
     }
   }
-  const Store16 store(ep, panel * kPanel, int(std::min<int64_t>(kPanel, g.M - panel * kPanel)));
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) {
+    const int n0 = (panel0 + p) * kPanel;
+    const Store16 store(ep, n0, int(std::min<int64_t>(kPanel, g.M - n0)));
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) store(acc[r], int(m0 + r));
+    for (int r = 0; r < R; ++r) store(acc[r][p], int(m0 + r));
+  }
 }
 
-template <int R>
+template <int R, int P>
 void tile_upto(int count, const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw,
-               int panel, int64_t ox0, int64_t m0, const Epilogue& ep) {
-  if (count == R) return tile_pixels<R>(g, band, band_stride, qw, panel, ox0, m0, ep);
-  if constexpr (R > 1) tile_upto<R - 1>(count, g, band, band_stride, qw, panel, ox0, m0, ep);
+               int panel0, int64_t ox0, int64_t m0, const Epilogue& ep) {
+  if (count == R) return tile_pixels<R, P>(g, band, band_stride, qw, panel0, ox0, m0, ep);
+  if constexpr (R > 1) tile_upto<R - 1, P>(count, g, band, band_stride, qw, panel0, ox0, m0, ep);
+}
+
+// Up to 24 accumulators: 8 pixels x 1-2 panels, 6 x 3-4.
+constexpr int pixels_for(int panels) { return panels <= 2 ? 8 : 6; }
+
+template <int P>
+void row_tiles(const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw, int panel0,
+               int64_t row_base, const Epilogue& ep) {
+  constexpr int R = pixels_for(P);
+  for (int64_t ox0 = 0; ox0 < g.OW; ox0 += R)
+    tile_upto<R, P>(int(std::min<int64_t>(R, g.OW - ox0)), g, band, band_stride, qw, panel0, ox0, row_base + ox0, ep);
 }
 
 }  // namespace
@@ -89,9 +112,13 @@ void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
   const int panels = int((g.M + kPanel - 1) / kPanel);
   window_for_each_output_row(a, flip, [&](int64_t n, int64_t oy, const uint8_t* band, size_t band_stride) {
     const int64_t row_base = (n * g.OH + oy) * g.OW;
-    for (int64_t ox0 = 0; ox0 < g.OW; ox0 += kPixels) {
-      const int count = int(std::min<int64_t>(kPixels, g.OW - ox0));
-      for (int p = 0; p < panels; ++p) tile_upto<kPixels>(count, g, band, band_stride, qw, p, ox0, row_base + ox0, ep);
+    for (int p = 0; p < panels; p += 4) {
+      switch (std::min(4, panels - p)) {
+        case 1: row_tiles<1>(g, band, band_stride, qw, p, row_base, ep); break;
+        case 2: row_tiles<2>(g, band, band_stride, qw, p, row_base, ep); break;
+        case 3: row_tiles<3>(g, band, band_stride, qw, p, row_base, ep); break;
+        default: row_tiles<4>(g, band, band_stride, qw, p, row_base, ep); break;
+      }
     }
   });
 }
