@@ -312,10 +312,12 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   const std::vector<int32_t>& bias = general ? rt.bias : s.i32;
   const std::vector<float>& mult = general ? rt.mult : s.f32;
   const bool in_nhwc = s.ints.size() > 23 && s.ints[22], out_nhwc = s.ints.size() > 23 && s.ints[23];
+  auto group_weights = [&](int64_t gi) -> const PackedWeights& { return groups.empty() ? *s.qweights : *groups[gi]; };
+  const PackedWeights& w0 = group_weights(0);
   // A first layer's small window skips im2col: it is gathered and widened per pixel.
   const bool has_avx2 = ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni;
   if (has_avx2 && window_conv_applies(s.ints)) {
-    const WindowConvArgs wa{g,        x,          a_signed, a_zp, groups.empty() ? s.qweights.get() : groups[0].get(), bias.empty() ? nullptr : bias.data(),
+    const WindowConvArgs wa{g, x, a_signed, a_zp, &w0, bias.empty() ? nullptr : bias.data(),
                             mult.data(), int(mult.size()), kind, base.out_zero_point, base.lo, base.hi, y,
                             ctx.threads};
     if (ctx.isa == Isa::avx512vnni && !wa.w->has_zero_points()) return conv_q8_window_8x16_avx512vnni(wa);
@@ -325,7 +327,6 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   // micro-kernel reads each pixel's window straight from the padded input band, so no
   // im2col copy is made (it was 15% of small-cnn at batch 1).
   const QgemmKernels& kern = qgemm_kernels(ctx.isa);
-  const PackedWeights& w0 = groups.empty() ? *s.qweights : *groups[0];
   if (!general && kern.tile_band && g.group == 1 && g.dw == 1 && (in_nhwc || g.C == 1) && out_nhwc &&
       (g.kw * g.C) % 4 == 0 && !w0.has_zero_points()) {
     const PackedPanels& pb = w0.packed(ctx.isa);
@@ -372,7 +373,7 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
       use_group_epilogue(args, bias, mult, g, 0);
       args.c = y + p0 * g.M * out_size;
       args.ldc = g.M;
-      qgemm(groups.empty() ? *s.qweights : *groups[0], args, general ? nullptr : s.qterms.at(0).get());
+      qgemm(w0, args, general ? nullptr : s.qterms.at(0).get());
     });
     return;
   }
@@ -394,7 +395,7 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
       use_group_epilogue(args, bias, mult, g, gi);
       args.c = out_nhwc ? yi + gi * mg * out_size : tile;  // NHWC: straight into this group's channels
       args.ldc = out_nhwc ? g.M : mg;
-      qgemm(groups.empty() ? *s.qweights : *groups[gi], args, general ? nullptr : s.qterms.at(gi).get());
+      qgemm(group_weights(gi), args, general ? nullptr : s.qterms.at(gi).get());
       if (out_nhwc) continue;
       if (out_size == 1)
         scatter_channels<uint8_t>(tile, pixels, mg, yi, gi * mg);
