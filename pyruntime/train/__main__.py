@@ -4,7 +4,11 @@ python -m pyruntime.train experiments --out DIR     (3% of the data; an omitted 
 python -m pyruntime.train recalibrate MODEL.onnx --out OUT.onnx
                                                     (new exit thresholds, no retraining;
                                                      --zoo: MODEL is the shipped student,
-                                                     refresh it and its card in pyruntime/zoo/)"""
+                                                     refresh it and its card in pyruntime/zoo/)
+python -m pyruntime.train calibration-study [MODEL.onnx] --reps 100
+                                                    (does the exit calibration hold on fresh
+                                                     data? validation split only; MODEL
+                                                     defaults to the shipped student)"""
 from __future__ import annotations
 
 import argparse
@@ -16,8 +20,9 @@ import sys
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pyruntime.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["fashion-mnist", "seed-study", "experiments", "recalibrate"])
-    p.add_argument("model", nargs="?", help="recalibrate: the exported early-exit ONNX model")
+    p.add_argument("command", choices=["fashion-mnist", "seed-study", "experiments", "recalibrate",
+                                          "calibration-study"])
+    p.add_argument("model", nargs="?", help="recalibrate, calibration-study: the exported early-exit ONNX model")
     p.add_argument("--out", default=None,
                    help="output directory (default runs/<command>); recalibrate: the ONNX file to write")
     p.add_argument("--cache", default=None, help="checkpoint cache (default $PYRUNTIME_CACHE or ~/.cache/pyruntime)")
@@ -33,6 +38,9 @@ def main(argv=None) -> int:
     p.add_argument("--confidence", type=float, default=0.95,
                    help="exit calibration: one-sided confidence that the validation drop stays within "
                         "--max-drop (0.5: the point estimate)")
+    p.add_argument("--holdout", type=float, default=50.0,
+                   help="exit calibration: percent of the validation split kept out of the threshold search to "
+                        "check its choice (0: search and check on all of it)")
     p.add_argument("--macs-budget", type=float, default=None,
                    help="exit calibration: expected-MACs budget as a fraction of the full graph (overrides --max-drop)")
     p.add_argument("--seeds", type=int, default=3, help="seed-study: number of seeds (0..N-1)")
@@ -40,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--merge-report", default=None,
                    help="seed-study: a pipeline report.json whose seed (same config) joins the study; "
                         "experiments: take the full-data student's accuracy from it")
+    p.add_argument("--reps", type=int, default=100, help="calibration-study: random halvings of the split")
     p.add_argument("--which", default="3pct,omit", help="experiments: 3pct and/or omit")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--zoo", action="store_true",
@@ -51,7 +60,7 @@ def main(argv=None) -> int:
             p.error("recalibrate needs the model: recalibrate MODEL.onnx --out OUT.onnx")
         if not a.out and not a.zoo:
             p.error("recalibrate needs --out OUT.onnx (or --zoo to refresh the shipped student in place)")
-    elif a.model:
+    elif a.model and a.command != "calibration-study":
         p.error(f"{a.command} takes no model argument")
 
     import torch
@@ -63,6 +72,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     cfg = PipelineConfig(out=a.out or f"runs/{a.command}", cache=a.cache, quick=a.quick, tune=a.tune,
                          max_drop=a.max_drop / 100.0, confidence=a.confidence, macs_budget=a.macs_budget,
+                         calib_holdout=a.holdout / 100.0 or None,
                          progress=not a.no_progress)
     if a.quick:
         cfg.make_quick()
@@ -84,6 +94,10 @@ def main(argv=None) -> int:
         if a.zoo:
             cmd = shlex.join(["python", "-m", "pyruntime.train"] + list(sys.argv[1:] if argv is None else argv))
             print(f"shipped {ship_recalibrated(res, cmd, ZOO)}")
+    elif a.command == "calibration-study":
+        from .calibration_study import run_calibration_study
+        from .zoo import NAME, ZOO
+        run_calibration_study(a.model or ZOO / f"{NAME}.onnx", cfg, reps=a.reps)
     elif a.command == "fashion-mnist":
         run(cfg)
         if a.zoo:

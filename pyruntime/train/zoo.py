@@ -83,7 +83,8 @@ def render_readme(card: dict, report_md: str) -> str:
         L += ["## Recalibrated exit thresholds", "",
               f"The thresholds above were chosen again after the pipeline run, without retraining: `{rc['command']}`. "
               f"On the validation split: {100 * v['accuracy_with_exits']:.2f}% with exits vs {100 * v['accuracy']:.2f}% "
-              f"full graph (drop {100 * v['drop']:.2f}pp, upper bound {100 * v['drop_bound']:.2f}pp), "
+              f"full graph (drop {100 * v['drop']:.2f}pp; upper bound {100 * v['drop_bound']:.2f}pp"
+              f"{' on the held-out part' if card['training']['calibration_target'].get('holdout') else ''}), "
               f"{100 * v['expected_macs_fraction']:.1f}% expected MACs, exit rates "
               f"{' / '.join(f'{100 * r:.1f}%' for r in v['exit_rates'])}. On the test set: "
               f"{100 * (a['int8'] - a['int8_with_exits']):.2f}pp drop. The pipeline's report below keeps the run's "

@@ -37,7 +37,10 @@ def test_recalibrate_round_trips_an_exported_model(tiny, tmp_path, monkeypatch, 
     monkeypatch.setenv("PYRUNTIME_DATA", str(data_dir))
     before = path.read_bytes()
     out = tmp_path / "out.onnx"
-    assert main(["recalibrate", str(path), "--out", str(out), "--max-drop", "1", "--confidence", "0.9"]) == 0
+    # 250 validation images of an untrained model: too few to hold half out and still certify
+    # a gate, so the search and its check share them (--holdout 0)
+    assert main(["recalibrate", str(path), "--out", str(out), "--max-drop", "1", "--confidence", "0.9",
+                 "--holdout", "0"]) == 0
     printed = capsys.readouterr().out
     for needle in ("one-sided 90% confidence bound", "exit rate (val)", "accuracy of exited (test)", "Test:",
                    "exit histogram", f"wrote {out}"):
@@ -50,7 +53,7 @@ def test_recalibrate_round_trips_an_exported_model(tiny, tmp_path, monkeypatch, 
     data = D.load_fashion_mnist()
     ov = E.run_onnxruntime(old, data.val.x)
     fr = E.macs_fractions(old, [o.name for o in old.graph.output][1:])
-    cal = G.calibrate(ov[0], ov[1:], data.val.y, fr, max_drop=0.01, confidence=0.9)
+    cal = G.calibrate(ov[0], ov[1:], data.val.y, fr, max_drop=0.01, confidence=0.9, holdout=None)
     meta = E.read_exits(new)
     assert [e["rule"] for e in meta["exits"]] == cal["rules"]
     assert [e["threshold"] for e in meta["exits"]] == cal["thresholds"]
@@ -90,7 +93,8 @@ def test_recalibrate_zoo_updates_only_what_thresholds_change(tiny, tmp_path, mon
     new = json.loads((zoo_dir / f"{Z.NAME}.json").read_text())
     meta = E.read_exits(onnx.load(str(model_path)))
     assert new["exits"] == meta
-    assert new["training"]["calibration_target"] == {"max_drop": 0.02, "macs_budget": None, "confidence": 0.95}
+    assert new["training"]["calibration_target"] == {"max_drop": 0.02, "macs_budget": None, "confidence": 0.95,
+                                                     "holdout": 0.5, "seed": 0}
     assert sum(new["exit_histogram_test"]) == 300
     assert new["exit_rates_test"] == pytest.approx([c / 300 for c in new["exit_histogram_test"]])
     assert new["macs"]["int8_expected_with_exits"] == pytest.approx(
@@ -129,3 +133,19 @@ def test_recalibrate_zoo_refuses_another_graph(tiny, tmp_path, monkeypatch):
             main(["recalibrate", str(other_path), "--zoo"] + extra)
     assert {p.name: p.read_bytes() for p in zoo_dir.iterdir()} == before
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_calibration_study_reports_both_calibrations(tiny, tmp_path, monkeypatch, capsys):
+    path, data_dir = tiny
+    monkeypatch.setenv("PYRUNTIME_DATA", str(data_dir))
+    out = tmp_path / "study"
+    assert main(["calibration-study", str(path), "--out", str(out), "--reps", "3", "--max-drop", "1",
+                 "--no-progress"]) == 0
+    res = json.loads((out / "calibration_study.json").read_text())
+    assert res["reps"] == 3 and res["max_drop"] == 0.01 and res["half"] == 125
+    assert set(res["summary"]) == {"none", "0.5"}
+    for s in res["summary"].values():
+        assert round(s["exceed_rate"] * 3) == pytest.approx(s["exceed_rate"] * 3)
+        assert 0.0 < s["macs_min"] <= s["macs_mean"] <= s["macs_max"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "none (search and check on the same samples)" in printed and "| 50% |" in printed

@@ -70,7 +70,7 @@ def test_shipped_thresholds_are_calibrate_s_choice_on_the_validation_split(shipp
     ov = run_onnxruntime(MODEL, data.val.x)
     fr = macs_fractions(model, [o.name for o in model.graph.output][1:])
     cal = calibrate(ov[0], ov[1:], data.val.y, fr, max_drop=target["max_drop"], macs_budget=target["macs_budget"],
-                    confidence=target.get("confidence"))
+                    confidence=target.get("confidence"), holdout=target.get("holdout"), seed=target.get("seed", 0))
     assert [{"rule": e["rule"], "threshold": e["threshold"]} for e in card["exits"]["exits"]] == [
         {"rule": r, "threshold": t} for r, t in zip(cal["rules"], cal["thresholds"])]
     if "recalibration" in card:
