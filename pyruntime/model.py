@@ -314,6 +314,7 @@ def load(model, *, threads=None, isa=None, exits=True, spin=None, allow_external
     g = graph_mod.from_model(proto)
     g = passes.run_all(g)
     g = fuse_conv.fuse_float_conv(fuse_conv.fuse_qdq_conv(fuse_conv.fuse_qoperator_conv(g)))
+    g = fuse_conv.fuse_qconv_max_pool(g)
     g = passes.remove_dead(fuse_qpool.fuse_qdq_avg_pool(fuse_qadd.fuse_qdq_add(g)))
     g = fuse_qadd.fuse_qgemm_row_add(g)
     planned = plan_evaluated_nodes(g)  # computed from constants and shapes by every plan

@@ -40,7 +40,9 @@ def numpy_max_pool(x, kernel, strides, pads, dilations, ceil_mode):
 
 
 def _nhwc_then_pool(x, pool):
-    """An identity 1x1 conv (so the pool reads channels-last), then MaxPool."""
+    """An identity 1x1 conv (so the pool reads channels-last), then MaxPool. The conv's output
+    is a graph output too, so an int8 conv does not take a 2x2/2 pool into itself
+    (fuse_conv.fuse_qconv_max_pool) and the pool kernel runs."""
     kernel, strides, pads, dil, ceil = pool
     C = x.shape[1]
     if x.dtype == np.float32:
@@ -53,7 +55,8 @@ def _nhwc_then_pool(x, pool):
     pool_node = helper.make_node("MaxPool", ["xn"], ["y"], kernel_shape=list(kernel), strides=list(strides),
                                  pads=list(pads), dilations=list(dil), ceil_mode=ceil)
     g = helper.make_graph([first, pool_node], "p", [helper.make_tensor_value_info("x", T[x.dtype], x.shape)],
-                          [helper.make_tensor_value_info("y", T[x.dtype], ["n", "c", "h", "w"])],
+                          [helper.make_tensor_value_info("y", T[x.dtype], ["n", "c", "h", "w"]),
+                           helper.make_tensor_value_info("xn", T[x.dtype], ["n", "c", "H", "W"])],
                           [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8

@@ -216,3 +216,39 @@ def fuse_float_conv(g: Graph) -> Graph:
     if replace:
         g.nodes = [replace.get(id(x), x) for x in g.nodes if replace.get(id(x), x) is not None]
     return g
+
+
+def fuse_qconv_max_pool(g: Graph) -> Graph:
+    """pyrt.QConv -> MaxPool whose windows tile the conv output (kernel == strides, no pads,
+    no dilation, no ceil_mode, no Indices) becomes one QConv with a `pool` attribute: the
+    pool takes the max of the int32 accumulators and requantizes once per window, which is
+    exact because the requantization is monotone (multipliers > 0) and a max commutes with
+    a monotone map. One group, a u8 or s8 output, and the MaxPool the conv output's only
+    user."""
+    uses = g.consumers()
+    prod = g.producers()
+    drop = set()
+    for n in g.nodes:
+        if n.domain != "" or n.op != "MaxPool" or len([o for o in n.outputs if o]) != 1 or len(n.outputs) > 1:
+            continue
+        k = list(n.attrs.get("kernel_shape", []))
+        if (len(k) != 2 or list(n.attrs.get("strides", [1, 1])) != k or any(n.attrs.get("pads", [0] * 4))
+                or list(n.attrs.get("dilations", [1, 1])) != [1, 1] or n.attrs.get("ceil_mode", 0)
+                or n.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or k == [1, 1]):
+            continue
+        conv = prod.get(n.inputs[0])
+        if (conv is None or conv.domain != "pyrt" or conv.op != "QConv" or "pool" in conv.attrs
+                or _only_user(g, n.inputs[0], uses) is not n):
+            continue
+        at = conv.attrs
+        mult = at["mult"]
+        if (int(at.get("group", 1)) != 1 or at["w"].ndim != 4 or at["out_dtype"] not in (np.uint8, np.int8)
+                or mult is None or not np.all(np.isfinite(mult)) or not np.all(mult > 0)):
+            continue
+        at["pool"] = [int(k[0]), int(k[1])]
+        at["pool_label"] = n.label()
+        conv.outputs = [n.outputs[0]]
+        conv.fusions = conv.fusions + ["MaxPool"]
+        drop.add(id(n))
+    g.nodes = [n for n in g.nodes if id(n) not in drop]
+    return g

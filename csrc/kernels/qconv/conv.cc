@@ -283,9 +283,10 @@ std::vector<std::shared_ptr<const QgemmColumnTerms>> conv_q_column_terms(const S
   return terms;
 }
 
-void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
-  // ints: geometry[16], a_zp, out_kind, out_zp, lo, hi, mode (0: constants packed at load;
-  // 1, 2: runtime operands, see runtime_qconv).
+namespace {
+
+// The conv into `out`; pool_h x pool_w > 1 only where the VNNI window kernel pools.
+void conv_q_into(const Step& s, const StepIO& io, const RunContext& ctx, void* out, int pool_h, int pool_w) {
   const ConvGeometry g = ConvGeometry::from(s.ints);
   const int64_t cg = g.C / g.group, mg = g.M / g.group, pixels = g.OH * g.OW, kcols = cg * g.kh * g.kw;
   RuntimeQConv rt;
@@ -308,7 +309,7 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   const bool a_signed = base.a_signed;
   const size_t out_size = kind == OutKind::i32 || kind == OutKind::f32 ? 4 : 1;
   const uint8_t* x = static_cast<const uint8_t*>(io.in[0]);
-  uint8_t* y = static_cast<uint8_t*>(io.out[0]);
+  uint8_t* y = static_cast<uint8_t*>(out);
   const std::vector<int32_t>& bias = general ? rt.bias : s.i32;
   const std::vector<float>& mult = general ? rt.mult : s.f32;
   const bool in_nhwc = s.ints.size() > 23 && s.ints[22], out_nhwc = s.ints.size() > 23 && s.ints[23];
@@ -319,7 +320,7 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   if (has_avx2 && window_conv_applies(s.ints)) {
     const WindowConvArgs wa{g, x, a_signed, a_zp, &w0, bias.empty() ? nullptr : bias.data(),
                             mult.data(), int(mult.size()), kind, base.out_zero_point, base.lo, base.hi, y,
-                            ctx.threads};
+                            ctx.threads, pool_h, pool_w};
     if (ctx.isa == Isa::avx512vnni && !wa.w->has_zero_points()) return conv_q8_window_8x16_avx512vnni(wa);
     return conv_q8_window_6x16_avx2(wa);
   }
@@ -405,6 +406,40 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
     }
   };
   for_each_image(g.N, ctx.threads, image);
+}
+
+}  // namespace
+
+void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
+  // ints: geometry[16], a_zp, out_kind, out_zp, lo, hi, mode (0: constants packed at load;
+  // 1, 2: runtime operands, see runtime_qconv), in_nhwc, out_nhwc, then optionally pool_h,
+  // pool_w: a MaxPool fused at load (kernel == strides, no pads, u8 or s8 output, positive
+  // multipliers), so the output is pooled.
+  const int pool_h = s.ints.size() > 25 ? int(s.ints[24]) : 1, pool_w = s.ints.size() > 25 ? int(s.ints[25]) : 1;
+  if (pool_h == 1 && pool_w == 1) return conv_q_into(s, io, ctx, io.out[0], 1, 1);
+  // On VNNI the small-window kernel pools its accumulators before the epilogue; elsewhere
+  // the conv output goes to a buffer that is then pooled.
+  if (ctx.isa == Isa::avx512vnni && window_conv_applies(s.ints) && pool_w <= 6 &&
+      !(s.qgroups.empty() ? *s.qweights : *s.qgroups[0]).has_zero_points())
+    return conv_q_into(s, io, ctx, io.out[0], pool_h, pool_w);
+  const ConvGeometry g = ConvGeometry::from(s.ints);
+  thread_local AlignedBuffer conv_out;
+  const size_t bytes = size_t(g.N * g.OH * g.OW * g.M);
+  if (conv_out.size() < bytes) conv_out = AlignedBuffer(bytes);
+  conv_q_into(s, io, ctx, conv_out.data(), 1, 1);
+  // The MaxPool step it replaced, on the conv's NHWC output (kept per thread: no allocation
+  // per call once the vectors have grown).
+  thread_local Step pool;
+  thread_local Value pool_in;
+  thread_local StepIO pool_io;
+  pool.ints = {g.N, g.M, g.OH, g.OW, g.M, g.OH / pool_h, g.OW / pool_w, pool_h, pool_w, pool_h, pool_w, 1, 1, 0, 0, 1,
+               1};  // geometry, then channels-last
+  pool_in.dtype = OutKind(s.ints[17]) == OutKind::s8 ? DType::s8 : DType::u8;
+  pool_io.in.assign(1, conv_out.data());
+  pool_io.in_v.assign(1, &pool_in);
+  pool_io.out.assign(1, io.out[0]);
+  pool_io.out_v.assign(1, io.out_v[0]);
+  max_pool_op(pool, pool_io, ctx);
 }
 
 }  // namespace pyrt

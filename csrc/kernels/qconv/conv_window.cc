@@ -106,14 +106,14 @@ void window_for_each_output_row(const WindowConvArgs& a, uint8_t flip,
     for (int64_t r = padded_total * tid / pad_par; r < padded_total * (tid + 1) / pad_par; ++r)
       fill_padded_row(a, r / padded_rows, r % padded_rows, flip, padded + r * stride, stride);
   });
-  const int64_t out_rows = g.N * g.OH;
-  const int64_t macs = out_rows * g.OW * g.M * g.kh * g.kw * g.C;
+  const int64_t rows_per_image = g.OH / a.pool_h, out_rows = g.N * rows_per_image;
+  const int64_t macs = out_rows * a.pool_h * g.OW * g.M * g.kh * g.kw * g.C;
   const int par = int(std::max<int64_t>(1, std::min<int64_t>({a.threads, max_threads(), out_rows,
                                                               macs / kMinMacsPerThread})));
   parallel_run(par, [&](int tid) {
     for (int64_t r = out_rows * tid / par; r < out_rows * (tid + 1) / par; ++r) {
-      const int64_t n = r / g.OH, oy = r % g.OH;
-      row(n, oy, padded + (n * padded_rows + oy * g.sh) * stride, size_t(g.dh) * stride);
+      const int64_t n = r / rows_per_image, oy = r % rows_per_image;
+      row(n, oy, padded + (n * padded_rows + oy * a.pool_h * g.sh) * stride, size_t(g.dh) * stride);
     }
   });
 }

@@ -22,6 +22,8 @@ struct WindowConvArgs {
   int32_t out_zp, lo, hi;
   void* y;                   // NHWC
   int threads;
+  // A MaxPool fused after the conv (kernel == strides, no pads): y holds the pooled output.
+  int pool_h = 1, pool_w = 1;
 };
 
 // Whether a conv_q step (its ints) takes a direct window kernel on the AVX2 and VNNI paths.
@@ -42,7 +44,9 @@ size_t window_band_stride(const ConvGeometry& g);
 // Output rows (n, oy) split across threads; row(n, oy, band, band_stride) gets kh rows,
 // band + ky * band_stride holding the input row that window row ky reads, padded with the
 // zero point (window_band_stride bytes with the slack) and xor `flip` on every byte (0x80
-// turns s8 into the u8 domain).
+// turns s8 into the u8 domain). With a.pool_h > 1, oy counts pooled rows: the call covers
+// conv rows oy * pool_h + j, whose bands start j * sh * window_band_stride(g) further on
+// (conv rows past the last whole pool window are not visited).
 void window_for_each_output_row(const WindowConvArgs& a, uint8_t flip,
                                 const std::function<void(int64_t, int64_t, const uint8_t*, size_t)>& row);
 

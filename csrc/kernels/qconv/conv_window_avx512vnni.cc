@@ -48,12 +48,12 @@ QuadWeights prepare_quads(const WindowConvArgs& a) {
   return QuadWeights{out, quads, panel_bytes};
 }
 
-// R pixels from ox0 on, P panels of 16 channels from panel0 on: each window quad is
-// broadcast once for all P panels (a 64-channel first layer loaded it 4 times).
+// The int32 accumulators of R pixels from ox0 on, P panels of 16 channels from panel0 on:
+// each window quad is broadcast once for all P panels (a 64-channel first layer loaded it 4
+// times).
 template <int R, int P>
-PYRT_AVX512 void tile_pixels(const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw,
-                             int panel0, int64_t ox0, int64_t m0, const Epilogue& ep) {
-  __m512i acc[R][P];
+PYRT_AVX512 inline void accumulate(const ConvGeometry& g, const uint8_t* band, size_t band_stride,
+                                   const QuadWeights& qw, int panel0, int64_t ox0, __m512i (&acc)[R][P]) {
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
@@ -74,6 +74,13 @@ PYRT_AVX512 void tile_pixels(const ConvGeometry& g, const uint8_t* band, size_t 
       }
     }
   }
+}
+
+template <int R, int P>
+PYRT_AVX512 void tile_pixels(const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw,
+                             int panel0, int64_t ox0, int64_t m0, const Epilogue& ep) {
+  __m512i acc[R][P];
+  accumulate<R, P>(g, band, band_stride, qw, panel0, ox0, acc);
 #pragma GCC unroll 4
   for (int p = 0; p < P; ++p) {
     const int n0 = (panel0 + p) * kPanel;
@@ -83,12 +90,63 @@ PYRT_AVX512 void tile_pixels(const ConvGeometry& g, const uint8_t* band, size_t 
   }
 }
 
+// Pooled output: R conv pixels of pool_h conv rows (bands conv_row_stride apart), the
+// elementwise max of their accumulators over each pool window, then one requantization
+// per pooled pixel, R / pool_w of them from m0 on. The max may come before the epilogue
+// because the epilogue is monotone: a per-channel constant is added (no wrap: checked),
+// then the float multiplier (> 0, checked at load), clamp and round only keep order.
 template <int R, int P>
-void tile_upto(int count, const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw,
-               int panel0, int64_t ox0, int64_t m0, const Epilogue& ep) {
-  if (count == R) return tile_pixels<R, P>(g, band, band_stride, qw, panel0, ox0, m0, ep);
-  if constexpr (R > 1) tile_upto<R - 1, P>(count, g, band, band_stride, qw, panel0, ox0, m0, ep);
+PYRT_AVX512 void tile_pooled(const ConvGeometry& g, const uint8_t* band, size_t band_stride, size_t conv_row_stride,
+                             int pool_h, int pool_w, const QuadWeights& qw, int panel0, int64_t ox0, int64_t m0,
+                             const Epilogue& ep) {
+  __m512i best[R][P], acc[R][P];
+  accumulate<R, P>(g, band, band_stride, qw, panel0, ox0, best);
+  for (int j = 1; j < pool_h; ++j) {
+    accumulate<R, P>(g, band + j * conv_row_stride, band_stride, qw, panel0, ox0, acc);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) best[r][p] = _mm512_max_epi32(best[r][p], acc[r][p]);
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) {
+    const int n0 = (panel0 + p) * kPanel;
+    const Store16 store(ep, n0, int(std::min<int64_t>(kPanel, g.M - n0)));
+    __m512i v = best[0][p];
+    int in_window = 0, q = 0;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {  // R is whole windows
+      v = in_window == 0 ? best[r][p] : _mm512_max_epi32(v, best[r][p]);
+      if (++in_window == pool_w) {
+        store(v, int(m0 + q++));
+        in_window = 0;
+      }
+    }
+  }
 }
+
+// The tile call for `count` (<= R) pixels: Tile<count, P>::run(args...).
+template <template <int, int> class Tile, int R, int P, typename... Args>
+void tile_upto(int count, const Args&... args) {
+  if (count == R) return Tile<R, P>::run(args...);
+  if constexpr (R > 1) tile_upto<Tile, R - 1, P>(count, args...);
+}
+
+template <int R, int P>
+struct PixelTile {
+  static void run(const ConvGeometry& g, const uint8_t* band, size_t band_stride, const QuadWeights& qw, int panel0,
+                  int64_t ox0, int64_t m0, const Epilogue& ep) {
+    tile_pixels<R, P>(g, band, band_stride, qw, panel0, ox0, m0, ep);
+  }
+};
+
+template <int R, int P>
+struct PooledTile {
+  static void run(const ConvGeometry& g, const uint8_t* band, size_t band_stride, size_t conv_row_stride, int pool_h,
+                  int pool_w, const QuadWeights& qw, int panel0, int64_t ox0, int64_t m0, const Epilogue& ep) {
+    tile_pooled<R, P>(g, band, band_stride, conv_row_stride, pool_h, pool_w, qw, panel0, ox0, m0, ep);
+  }
+};
 
 // Up to 24 accumulators: 8 pixels x 1-2 panels, 6 x 3-4.
 constexpr int pixels_for(int panels) { return panels <= 2 ? 8 : 6; }
@@ -98,7 +156,21 @@ void row_tiles(const ConvGeometry& g, const uint8_t* band, size_t band_stride, c
                int64_t row_base, const Epilogue& ep) {
   constexpr int R = pixels_for(P);
   for (int64_t ox0 = 0; ox0 < g.OW; ox0 += R)
-    tile_upto<R, P>(int(std::min<int64_t>(R, g.OW - ox0)), g, band, band_stride, qw, panel0, ox0, row_base + ox0, ep);
+    tile_upto<PixelTile, R, P>(int(std::min<int64_t>(R, g.OW - ox0)), g, band, band_stride, qw, panel0, ox0,
+                               row_base + ox0, ep);
+}
+
+// One pooled output row: tiles of whole pool windows, as many as fit in R pixels.
+template <int P>
+void pooled_row_tiles(const ConvGeometry& g, const uint8_t* band, size_t band_stride, size_t conv_row_stride,
+                      int pool_h, int pool_w, const QuadWeights& qw, int panel0, int64_t row_base, const Epilogue& ep) {
+  constexpr int R = pixels_for(P);
+  const int64_t per_tile = R / pool_w, pooled_w = g.OW / pool_w;
+  for (int64_t px0 = 0; px0 < pooled_w; px0 += per_tile) {
+    const int count = int(std::min<int64_t>(per_tile, pooled_w - px0) * pool_w);
+    tile_upto<PooledTile, R, P>(count, g, band, band_stride, conv_row_stride, pool_h, pool_w, qw, panel0,
+                                px0 * pool_w, row_base + px0, ep);
+  }
 }
 
 }  // namespace
@@ -110,6 +182,22 @@ void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
   const Epilogue ep = window_epilogue(a, a.a_zp + (a.a_signed ? 128 : 0));
   const QuadWeights qw = prepare_quads(a);
   const int panels = int((g.M + kPanel - 1) / kPanel);
+  if (a.pool_h > 1 || a.pool_w > 1) {
+    const size_t conv_row_stride = window_band_stride(g) * size_t(g.sh);
+    const int64_t pooled_h = g.OH / a.pool_h, pooled_w = g.OW / a.pool_w;
+    window_for_each_output_row(a, flip, [&](int64_t n, int64_t py, const uint8_t* band, size_t band_stride) {
+      const int64_t row_base = (n * pooled_h + py) * pooled_w;
+      for (int p = 0; p < panels; p += 4) {
+        switch (std::min(4, panels - p)) {
+          case 1: pooled_row_tiles<1>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
+          case 2: pooled_row_tiles<2>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
+          case 3: pooled_row_tiles<3>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
+          default: pooled_row_tiles<4>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
+        }
+      }
+    });
+    return;
+  }
   window_for_each_output_row(a, flip, [&](int64_t n, int64_t oy, const uint8_t* band, size_t band_stride) {
     const int64_t row_base = (n * g.OH + oy) * g.OW;
     for (int p = 0; p < panels; p += 4) {
