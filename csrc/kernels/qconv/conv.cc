@@ -318,10 +318,18 @@ void conv_q_into(const Step& s, const StepIO& io, const RunContext& ctx, void* o
   // A first layer's small window skips im2col: it is gathered and widened per pixel.
   const bool has_avx2 = ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni;
   if (has_avx2 && window_conv_applies(s.ints)) {
-    const WindowConvArgs wa{g, x, a_signed, a_zp, &w0, bias.empty() ? nullptr : bias.data(),
-                            mult.data(), int(mult.size()), kind, base.out_zero_point, base.lo, base.hi, y,
-                            ctx.threads, pool_h, pool_w};
-    if (ctx.isa == Isa::avx512vnni && !wa.w->has_zero_points()) return conv_q8_window_8x16_avx512vnni(wa);
+    WindowConvArgs wa{g, x, a_signed, a_zp, &w0, bias.empty() ? nullptr : bias.data(),
+                      mult.data(), int(mult.size()), kind, base.out_zero_point, base.lo, base.hi, y,
+                      ctx.threads, pool_h, pool_w};
+    if (ctx.isa == Isa::avx512vnni && !wa.w->has_zero_points()) {
+      QgemmArgs args = base;
+      use_group_epilogue(args, bias, mult, g, 0);
+      args.c = y;
+      args.ldc = g.M;
+      const Epilogue planned = gemm_epilogue(args, s.qterms.at(0)->arrays(), nullptr);
+      wa.planned = &planned;
+      return conv_q8_window_8x16_avx512vnni(wa);
+    }
     return conv_q8_window_6x16_avx2(wa);
   }
   // Constant weights, one group, NHWC in and out, whole quads per window row: the GEMM

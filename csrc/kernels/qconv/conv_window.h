@@ -24,6 +24,9 @@ struct WindowConvArgs {
   int threads;
   // A MaxPool fused after the conv (kernel == strides, no pads): y holds the pooled output.
   int pool_h = 1, pool_w = 1;
+  // The VNNI kernel's epilogue from the step's plan-time GEMM column terms (null: built per
+  // call). Its int32 range was checked when the terms were built.
+  const Epilogue* planned = nullptr;
 };
 
 // Whether a conv_q step (its ints) takes a direct window kernel on the AVX2 and VNNI paths.

@@ -177,9 +177,10 @@ void pooled_row_tiles(const ConvGeometry& g, const uint8_t* band, size_t band_st
 
 void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
   const ConvGeometry& g = a.g;
-  window_check_no_wrap(a);
+  if (!a.planned) window_check_no_wrap(a);
   const uint8_t flip = a.a_signed ? 0x80 : 0;
-  const Epilogue ep = window_epilogue(a, a.a_zp + (a.a_signed ? 128 : 0));
+  // The plan-time GEMM terms hold the same correction: the GEMM's A is in this u8 domain too.
+  const Epilogue ep = a.planned ? *a.planned : window_epilogue(a, a.a_zp + (a.a_signed ? 128 : 0));
   const QuadWeights qw = prepare_quads(a);
   const int panels = int((g.M + kPanel - 1) / kPanel);
   if (a.pool_h > 1 || a.pool_w > 1) {
