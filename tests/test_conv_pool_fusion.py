@@ -1,6 +1,6 @@
 """An int8 conv followed by a MaxPool whose windows tile its output runs as one step
-(fuse_conv.fuse_qconv_max_pool). On VNNI the small-window kernel takes the max of the int32
-accumulators and requantizes once per window; every other path pools the conv's output.
+(fuse_conv.fuse_qconv_max_pool). The small-window kernels (AVX2 and VNNI) take the max of the
+int32 accumulators and requantize once per window; every other case pools the conv's output.
 Either way the result must equal, bit for bit, the int64 reference conv then a max pool.
 """
 import numpy as np
@@ -14,11 +14,11 @@ from pyrt_testlib import ALL_PATHS, path_params
 T = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
 
 
-def conv_pool(rng, dt, C, M, k, pads, pool, conv_out_too=False, pool_attrs=None):
+def conv_pool(rng, dt, C, M, k, pads, pool, conv_out_too=False, pool_attrs=None, w_zp=0):
     """QLinearConv (C -> M, per-channel scales, bias) -> MaxPool, QOperator form."""
     lo, hi = (0, 256) if dt == np.uint8 else (-128, 128)
     c = dict(xs=np.float32(0.03), xz=np.array(lo + 70, dt), w=rng.integers(-127, 128, (M, C, *k)).astype(np.int8),
-             ws=rng.uniform(0.002, 0.01, M).astype(np.float32), wz=np.zeros(M, np.int8),
+             ws=rng.uniform(0.002, 0.01, M).astype(np.float32), wz=np.full(M, w_zp, np.int8),
              ys=np.float32(0.2), yz=np.array(lo + 40, dt), b=rng.integers(-2000, 2000, M).astype(np.int32))
     attrs = pool_attrs if pool_attrs is not None else dict(kernel_shape=list(pool), strides=list(pool))
     nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
@@ -35,7 +35,7 @@ def conv_pool(rng, dt, C, M, k, pads, pool, conv_out_too=False, pool_attrs=None)
 
 
 def expected(x, c, pads, pool):
-    y = ref.qlinear_conv(x, c["xs"], c["xz"], c["w"], c["ws"], 0, c["ys"], c["yz"], bias=c["b"], pads=pads)
+    y = ref.qlinear_conv(x, c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["ys"], c["yz"], bias=c["b"], pads=pads)
     ph, pw = pool
     N, M, OH, OW = y.shape
     y = y[:, :, :OH // ph * ph, :OW // pw * pw].reshape(N, M, OH // ph, ph, OW // pw, pw)
@@ -67,6 +67,17 @@ def test_fused_conv_pool_matches_reference(isa, case, dt):
         np.testing.assert_array_equal(got, expected(x, c, pads, pool))
 
 
+@pytest.mark.parametrize("isa", path_params(ALL_PATHS))
+def test_fused_conv_pool_with_weight_zero_points(isa):
+    """Weights with a zero point: VNNI hands the window to the AVX2 kernel, which pools too."""
+    rng = np.random.default_rng(45)
+    model, c, (lo, hi) = conv_pool(rng, np.uint8, 1, 16, (3, 3), (1, 1, 1, 1), (2, 2), w_zp=3)
+    m = pyruntime.load(model, isa=isa, threads=1)
+    assert "+ MaxPool]" in m.summary()
+    x = rng.integers(lo, hi, (2, 1, 14, 14)).astype(np.uint8)
+    np.testing.assert_array_equal(m.run(None, {"x": x})[0], expected(x, c, (1, 1, 1, 1), (2, 2)))
+
+
 @pytest.mark.parametrize("pool_attrs", [
     dict(kernel_shape=[3, 3], strides=[2, 2]),               # overlapping windows
     dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]),
@@ -93,7 +104,7 @@ def test_conv_output_used_elsewhere_is_not_fused():
     x = rng.integers(lo, hi, (1, 1, 12, 12)).astype(np.uint8)
     z, y = m.run(None, {"x": x})
     np.testing.assert_array_equal(z, expected(x, c, (1, 1, 1, 1), (2, 2)))
-    np.testing.assert_array_equal(y, ref.qlinear_conv(x, c["xs"], c["xz"], c["w"], c["ws"], 0, c["ys"], c["yz"],
+    np.testing.assert_array_equal(y, ref.qlinear_conv(x, c["xs"], c["xz"], c["w"], c["ws"], c["wz"], c["ys"], c["yz"],
                                                       bias=c["b"], pads=(1, 1, 1, 1)))
 
 

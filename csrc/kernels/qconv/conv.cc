@@ -285,7 +285,7 @@ std::vector<std::shared_ptr<const QgemmColumnTerms>> conv_q_column_terms(const S
 
 namespace {
 
-// The conv into `out`; pool_h x pool_w > 1 only where the VNNI window kernel pools.
+// The conv into `out`; pool_h x pool_w > 1 only where a window kernel pools.
 void conv_q_into(const Step& s, const StepIO& io, const RunContext& ctx, void* out, int pool_h, int pool_w) {
   const ConvGeometry g = ConvGeometry::from(s.ints);
   const int64_t cg = g.C / g.group, mg = g.M / g.group, pixels = g.OH * g.OW, kcols = cg * g.kh * g.kw;
@@ -425,10 +425,9 @@ void conv_q_op(const Step& s, const StepIO& io, const RunContext& ctx) {
   // multipliers), so the output is pooled.
   const int pool_h = s.ints.size() > 25 ? int(s.ints[24]) : 1, pool_w = s.ints.size() > 25 ? int(s.ints[25]) : 1;
   if (pool_h == 1 && pool_w == 1) return conv_q_into(s, io, ctx, io.out[0], 1, 1);
-  // On VNNI the small-window kernel pools its accumulators before the epilogue; elsewhere
-  // the conv output goes to a buffer that is then pooled.
-  if (ctx.isa == Isa::avx512vnni && window_conv_applies(s.ints) && pool_w <= 6 &&
-      !(s.qgroups.empty() ? *s.qweights : *s.qgroups[0]).has_zero_points())
+  // The small-window kernels (AVX2 and VNNI) pool their accumulators before the epilogue;
+  // elsewhere the conv output goes to a buffer that is then pooled.
+  if ((ctx.isa == Isa::avx2 || ctx.isa == Isa::avx512vnni) && window_conv_applies(s.ints) && pool_w <= 6)
     return conv_q_into(s, io, ctx, io.out[0], pool_h, pool_w);
   const ConvGeometry g = ConvGeometry::from(s.ints);
   thread_local AlignedBuffer conv_out;

@@ -52,10 +52,9 @@ WindowWeights prepare_weights(const WindowConvArgs& a, int K, int M) {
   return WindowWeights{pairs, steps, window_epilogue(a, a.a_zp)};
 }
 
-// R pixels x one panel of 16 channels, from widened window rows.
+// The accumulators of R pixels x one panel of 16 channels, from widened window rows.
 template <int R>
-PYRT_AVX2 void tile_pixels(const int16_t* rows, const WindowWeights& ww, int panel, int cols, int64_t m0) {
-  __m256i acc[R][2];
+PYRT_AVX2 inline void accumulate(const int16_t* rows, const WindowWeights& ww, int panel, __m256i (&acc)[R][2]) {
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const int16_t* wp = ww.pairs + size_t(panel) * ww.pair_steps * kPanel * 2;
@@ -70,8 +69,43 @@ PYRT_AVX2 void tile_pixels(const int16_t* rows, const WindowWeights& ww, int pan
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
     }
   }
+}
+
+template <int R>
+PYRT_AVX2 void tile_pixels(const int16_t* rows, const WindowWeights& ww, int panel, int cols, int64_t m0) {
+  __m256i acc[R][2];
+  accumulate<R>(rows, ww, panel, acc);
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) avx2::store_row(acc[r][0], acc[r][1], int(m0 + r), panel * kPanel, cols, ww.ep);
+}
+
+// A fused MaxPool: R conv pixels (whole pool windows) of pool_h conv rows, whose widened
+// windows lie kPixelsPerTile * kRowInts apart; the max of the accumulators per window,
+// then one requantization per pooled pixel from m0 on (exact: see the VNNI kernel).
+template <int R>
+PYRT_AVX2 void tile_pooled(const int16_t* rows, int pool_h, int pool_w, const WindowWeights& ww, int panel, int cols,
+                           int64_t m0) {
+  __m256i best[R][2], acc[R][2];
+  accumulate<R>(rows, ww, panel, best);
+  for (int j = 1; j < pool_h; ++j) {
+    accumulate<R>(rows + size_t(j) * kPixelsPerTile * kRowInts, ww, panel, acc);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      best[r][0] = _mm256_max_epi32(best[r][0], acc[r][0]);
+      best[r][1] = _mm256_max_epi32(best[r][1], acc[r][1]);
+    }
+  }
+  __m256i v0 = best[0][0], v1 = best[0][1];
+  int in_window = 0, q = 0;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {  // R is whole windows
+    v0 = in_window == 0 ? best[r][0] : _mm256_max_epi32(v0, best[r][0]);
+    v1 = in_window == 0 ? best[r][1] : _mm256_max_epi32(v1, best[r][1]);
+    if (++in_window == pool_w) {
+      avx2::store_row(v0, v1, int(m0 + q++), panel * kPanel, cols, ww.ep);
+      in_window = 0;
+    }
+  }
 }
 
 void tile_any(int rows_n, const int16_t* rows, const WindowWeights& ww, int panel, int cols, int64_t m0) {
@@ -82,6 +116,18 @@ void tile_any(int rows_n, const int16_t* rows, const WindowWeights& ww, int pane
     case 4: return tile_pixels<4>(rows, ww, panel, cols, m0);
     case 5: return tile_pixels<5>(rows, ww, panel, cols, m0);
     default: return tile_pixels<6>(rows, ww, panel, cols, m0);
+  }
+}
+
+void tile_pooled_any(int rows_n, const int16_t* rows, int pool_h, int pool_w, const WindowWeights& ww, int panel,
+                     int cols, int64_t m0) {
+  switch (rows_n) {
+    case 1: return tile_pooled<1>(rows, pool_h, pool_w, ww, panel, cols, m0);
+    case 2: return tile_pooled<2>(rows, pool_h, pool_w, ww, panel, cols, m0);
+    case 3: return tile_pooled<3>(rows, pool_h, pool_w, ww, panel, cols, m0);
+    case 4: return tile_pooled<4>(rows, pool_h, pool_w, ww, panel, cols, m0);
+    case 5: return tile_pooled<5>(rows, pool_h, pool_w, ww, panel, cols, m0);
+    default: return tile_pooled<6>(rows, pool_h, pool_w, ww, panel, cols, m0);
   }
 }
 
@@ -114,32 +160,58 @@ Gather make_gather(int kh, int run) {
   return gt;
 }
 
+// Widens the windows of `count` pixels from ox0 on into rows (kRowInts int16 each).
+PYRT_AVX2 void widen_windows(const WindowConvArgs& a, const Gather& gt, const uint8_t* band, size_t band_stride,
+                             int64_t ox0, int count, int16_t* rows) {
+  const int64_t C = a.g.C;
+  for (int r = 0; r < count; ++r) {
+    const uint8_t* src = band + (ox0 + r) * a.g.sw * C;
+    __m128i half[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
+    for (int i = 0; i < gt.count; ++i) {
+      const Gather::Move& mv = gt.moves[i];
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + mv.ky * band_stride));
+      half[mv.half] = _mm_or_si128(half[mv.half], _mm_shuffle_epi8(v, _mm_load_si128(reinterpret_cast<const __m128i*>(mv.mask))));
+    }
+    // Bytes past K are zero before widening, so they stay zero as s8 too.
+    for (int h = 0; h < gt.halves; ++h) {
+      const __m256i wide = a.a_signed ? _mm256_cvtepi8_epi16(half[h]) : _mm256_cvtepu8_epi16(half[h]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + r * kRowInts + 16 * h), wide);
+    }
+  }
+}
+
 // One output row (image n, row oy) from its band: widens every pixel's window, runs the
 // tiles.
 PYRT_AVX2 void output_row(const WindowConvArgs& a, const WindowWeights& ww, const Gather& gt, int64_t n, int64_t oy,
                           const uint8_t* band, size_t band_stride, int16_t* rows) {
   const ConvGeometry& g = a.g;
-  const int64_t C = g.C;
   const int panels = int((g.M + kPanel - 1) / kPanel);
   const int64_t row_base = (n * g.OH + oy) * g.OW;
   for (int64_t ox0 = 0; ox0 < g.OW; ox0 += kPixelsPerTile) {
     const int count = int(std::min<int64_t>(kPixelsPerTile, g.OW - ox0));
-    for (int r = 0; r < count; ++r) {
-      const uint8_t* src = band + (ox0 + r) * g.sw * C;
-      __m128i half[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
-      for (int i = 0; i < gt.count; ++i) {
-        const Gather::Move& mv = gt.moves[i];
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + mv.ky * band_stride));
-        half[mv.half] = _mm_or_si128(half[mv.half], _mm_shuffle_epi8(v, _mm_load_si128(reinterpret_cast<const __m128i*>(mv.mask))));
-      }
-      // Bytes past K are zero before widening, so they stay zero as s8 too.
-      for (int h = 0; h < gt.halves; ++h) {
-        const __m256i wide = a.a_signed ? _mm256_cvtepi8_epi16(half[h]) : _mm256_cvtepu8_epi16(half[h]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(rows + r * kRowInts + 16 * h), wide);
-      }
-    }
+    widen_windows(a, gt, band, band_stride, ox0, count, rows);
     for (int p = 0; p < panels; ++p)
       tile_any(count, rows, ww, p, int(std::min<int64_t>(kPanel, g.M - p * kPanel)), row_base + ox0);
+  }
+}
+
+// One pooled output row (image n, pooled row py): the pool_h conv rows' windows of each
+// tile of whole pool windows, then the pooled tiles.
+PYRT_AVX2 void pooled_output_row(const WindowConvArgs& a, const WindowWeights& ww, const Gather& gt, int64_t n,
+                                 int64_t py, const uint8_t* band, size_t band_stride, int16_t* rows) {
+  const ConvGeometry& g = a.g;
+  const int panels = int((g.M + kPanel - 1) / kPanel);
+  const size_t conv_row_stride = window_band_stride(g) * size_t(g.sh);
+  const int64_t pooled_w = g.OW / a.pool_w, per_tile = kPixelsPerTile / a.pool_w;
+  const int64_t row_base = (n * (g.OH / a.pool_h) + py) * pooled_w;
+  for (int64_t px0 = 0; px0 < pooled_w; px0 += per_tile) {
+    const int count = int(std::min<int64_t>(per_tile, pooled_w - px0) * a.pool_w);
+    for (int j = 0; j < a.pool_h; ++j)
+      widen_windows(a, gt, band + j * conv_row_stride, band_stride, px0 * a.pool_w, count,
+                    rows + size_t(j) * kPixelsPerTile * kRowInts);
+    for (int p = 0; p < panels; ++p)
+      tile_pooled_any(count, rows, a.pool_h, a.pool_w, ww, p, int(std::min<int64_t>(kPanel, g.M - p * kPanel)),
+                      row_base + px0);
   }
 }
 
@@ -152,8 +224,11 @@ void conv_q8_window_6x16_avx2(const WindowConvArgs& a) {
   const Gather gt = make_gather(int(g.kh), int(g.kw * g.C));
   window_for_each_output_row(a, 0, [&](int64_t n, int64_t oy, const uint8_t* band, size_t band_stride) {
     thread_local AlignedBuffer rows_buf;
-    int16_t* rows = grow<int16_t>(rows_buf, size_t(kPixelsPerTile) * kRowInts);
-    output_row(a, ww, gt, n, oy, band, band_stride, rows);
+    int16_t* rows = grow<int16_t>(rows_buf, size_t(a.pool_h) * kPixelsPerTile * kRowInts);
+    if (a.pool_h > 1 || a.pool_w > 1)
+      pooled_output_row(a, ww, gt, n, oy, band, band_stride, rows);
+    else
+      output_row(a, ww, gt, n, oy, band, band_stride, rows);
   });
 }
 
