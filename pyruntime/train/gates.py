@@ -245,13 +245,16 @@ def calibrate(final, heads, y, macs_fractions, *, max_drop: float = 0.005, macs_
     else:
         search = test = np.arange(n)
 
-    def measure(fire, rows):
+    def measure(fire, rows=None):  # rows None: every sample
+        if rows is None:
+            return np.array(_totals(fire, corrects, differs, fr), dtype=np.float64)
         return np.array(_totals([f[rows] for f in fire], [c[rows] for c in corrects],
                                 [d[rows] for d in differs], fr), dtype=np.float64)
 
     combos = list(itertools.product(*[range(len(o)) for o in opts]))
-    searched = np.array([_totals([fires[k][c][search] for k, c in enumerate(combo)],
-                                 [c[search] for c in corrects], [d[search] for d in differs], fr)
+    fires_s = [[f[search] for f in fk] for fk in fires]  # the search part, sliced once
+    corrects_s, differs_s = [c[search] for c in corrects], [d[search] for d in differs]
+    searched = np.array([_totals([fires_s[k][c] for k, c in enumerate(combo)], corrects_s, differs_s, fr)
                          for combo in combos], dtype=np.float64)  # columns: correct, n_differ, macs
     n_s = len(search)
     base_s = int(corrects[-1][search].sum())
@@ -280,7 +283,7 @@ def calibrate(final, heads, y, macs_fractions, *, max_drop: float = 0.005, macs_
         thresholds = passed
     fire = [sc >= t for sc, t in zip(scores, thresholds)]
     c_t, d_t, _ = measure(fire, test)
-    c_all, _, macs_all = measure(fire, np.arange(n))
+    c_all, _, macs_all = measure(fire)
     base = int(corrects[-1].sum()) / n
     drop_t = base_t / n_t - c_t / n_t  # the same float as `drop` when the check ran on all samples
     res = {"rules": [r for r, _ in chosen], "thresholds": thresholds, "accuracy": c_all / n,
@@ -289,7 +292,7 @@ def calibrate(final, heads, y, macs_fractions, *, max_drop: float = 0.005, macs_
            "target": {"max_drop": max_drop, "macs_budget": macs_budget, "confidence": confidence,
                       "holdout": holdout if split else None, "seed": seed}}
     if return_sweep:
-        every = np.array([measure([fires[k][c] for k, c in enumerate(combo)], np.arange(n)) for combo in combos])
+        every = np.array([measure([fires[k][c] for k, c in enumerate(combo)]) for combo in combos])
         res["pareto"] = pareto(zip((every[:, 2] / n).tolist(), (every[:, 0] / n).tolist()))
     return res
 
