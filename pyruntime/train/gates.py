@@ -292,7 +292,8 @@ def calibrate(final, heads, y, macs_fractions, *, max_drop: float = 0.005, macs_
            "target": {"max_drop": max_drop, "macs_budget": macs_budget, "confidence": confidence,
                       "holdout": holdout if split else None, "seed": seed}}
     if return_sweep:
-        every = np.array([measure([fires[k][c] for k, c in enumerate(combo)]) for combo in combos])
+        every = searched if not split else np.array([measure([fires[k][c] for k, c in enumerate(combo)])
+                                                     for combo in combos])  # the search ran on every sample
         res["pareto"] = pareto(zip((every[:, 2] / n).tolist(), (every[:, 0] / n).tolist()))
     return res
 
