@@ -24,19 +24,21 @@ struct WindowConvArgs {
   int threads;
   // A MaxPool fused after the conv (kernel == strides, no pads): y holds the pooled output.
   int pool_h = 1, pool_w = 1;
-  // The VNNI kernel's epilogue from the step's plan-time GEMM column terms (null: built per
-  // call). Its int32 range was checked when the terms were built.
+  // The epilogue from the step's plan-time GEMM column terms: the VNNI kernel's (required
+  // there; the AVX2 kernel builds its own in its signed domain).
   const Epilogue* planned = nullptr;
 };
 
 // Whether a conv_q step (its ints) takes a direct window kernel on the AVX2 and VNNI paths.
 bool window_conv_applies(const std::vector<int64_t>& conv_q_ints);
 // Need AVX2 / AVX-512 VNNI: callers dispatch on the ISA. The VNNI kernel multiplies raw
-// weights, so it takes only weights whose zero points are 0 in the s8 domain.
+// weights, so it takes only weights whose zero points are 0 in the s8 domain, and it needs
+// `planned`.
 void conv_q8_window_6x16_avx2(const WindowConvArgs& a);
 void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a);
 
-// Shared by the kernels (conv_window.cc).
+// Shared by the kernels (conv_window.cc). The wrap check and the epilogue serve the AVX2
+// kernel, whose correction is in its own (raw activation) domain; VNNI uses `planned`.
 // Refuses (UnsupportedError) a conv whose int32 accumulator could wrap.
 void window_check_no_wrap(const WindowConvArgs& a);
 // The epilogue over per-thread arrays sized for M padded to 64: correction

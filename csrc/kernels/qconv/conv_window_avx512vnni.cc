@@ -15,6 +15,7 @@
 #include "../qgemm/packing.h"
 #include "../qgemm/vnni_real.h"
 #include "conv_window.h"
+#include "pyruntime/errors.h"
 
 namespace pyrt {
 namespace {
@@ -177,10 +178,11 @@ void pooled_row_tiles(const ConvGeometry& g, const uint8_t* band, size_t band_st
 
 void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
   const ConvGeometry& g = a.g;
-  if (!a.planned) window_check_no_wrap(a);
+  if (!a.planned) throw UnsupportedError("the VNNI window conv needs its step's plan-time epilogue");
   const uint8_t flip = a.a_signed ? 0x80 : 0;
-  // The plan-time GEMM terms hold the same correction: the GEMM's A is in this u8 domain too.
-  const Epilogue ep = a.planned ? *a.planned : window_epilogue(a, a.a_zp + (a.a_signed ? 128 : 0));
+  // The plan-time GEMM terms hold the correction bias - a_zp' * sum w with a_zp' in this
+  // kernel's u8 domain (the GEMM's A is in it too), and their int32 range was checked.
+  const Epilogue& ep = *a.planned;
   const QuadWeights qw = prepare_quads(a);
   const int panels = int((g.M + kPanel - 1) / kPanel);
   if (a.pool_h > 1 || a.pool_w > 1) {
