@@ -198,11 +198,13 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         group = int(at.get("group", 1))
         _conv_checks(n, low.shape(x), w.shape, group)
         ints, _, out = geometry(n, low.shape(x), w.shape[2:], w.shape[0])
-        pool = at.get("pool", [1, 1])  # a MaxPool fused at load (fuse_conv.fuse_qconv_max_pool)
-        if out[2] < pool[0] or out[3] < pool[1]:
-            raise ModelError(f"{at['pool_label']}: kernel {pool} is larger than its input {list(out[2:])}")
-        low.define(n.outputs[0], at["out_dtype"], (*out[:2], out[2] // pool[0], out[3] // pool[1]) if "pool" in at
-                   else out)
+        pool = at.get("pool", [])  # a MaxPool fused at load (fuse_conv.fuse_qconv_max_pool)
+        y_shape = out
+        if pool:
+            if out[2] < pool[0] or out[3] < pool[1]:
+                raise ModelError(f"{at['pool_label']}: kernel {pool} is larger than its input {list(out[2:])}")
+            y_shape = (*out[:2], out[2] // pool[0], out[3] // pool[1])
+        low.define(n.outputs[0], at["out_dtype"], y_shape)
         in_nhwc, out_nhwc = _reads_nhwc(low, x), len(out) == 4
         if _is_depthwise(low, x, w.shape, group):
             if "_dw" not in at:
@@ -215,7 +217,7 @@ def lower_qconv(low: Lowering, n: Node) -> None:
         packs = _nhwc_packs(at, group) if in_nhwc else at["native"]  # one PackedWeights per group
         low.emit("conv_q", [x], [n.outputs[0]],
                  ints + [group, at["a_zp"], OUT_KIND[at["out_dtype"]], at["out_zp"], at["lo"], at["hi"], 0,
-                         int(in_nhwc), int(out_nhwc)] + (pool if "pool" in at else []),
+                         int(in_nhwc), int(out_nhwc)] + pool,
                  qweights=packs[0], qgroups=packs if group > 1 else (),
                  i32=at["bias"] if at["bias"] is not None else (), f32=at["mult"] if at["mult"] is not None else ())
         if out_nhwc:
