@@ -20,7 +20,7 @@ namespace {
 using avx2::load;
 using avx2::store_row;
 
-constexpr int kMr = 6;
+constexpr int kMr = 6;  // tile_rows names six rows of accumulators
 constexpr int kNr = 16;
 constexpr int kMaddQuads = 0;  // 4 k per int32 lane: vpmaddubsw + vpmaddwd(ones)
 constexpr int kWidePairs = 1;  // 2 k per int32 lane, int16 operands: vpmovsxbw + vpmaddwd
@@ -127,7 +127,7 @@ struct PackedRows16A {  // rows of int16, stride k_padded
   PYRT_AVX2 int32_t operator()(int s, int r) const { return load_u32(tile + (size_t(r) * k_padded + 2 * s) * 2); }
 };
 
-PYRT_AVX2 inline int32_t a_step(const uint8_t* a, int K, int s, uint32_t flip, int variant);
+PYRT_AVX2 inline int32_t a_quad_tail(const uint8_t* a, int K, int s, uint32_t flip);
 
 struct RowsQuadsA {  // rows of A read in place
   const uint8_t* a;
@@ -136,41 +136,62 @@ struct RowsQuadsA {  // rows of A read in place
   uint32_t flip;
   PYRT_AVX2 int32_t operator()(int s, int r) const {
     const uint8_t* row = a + r * lda;
-    if (s >= full) return a_step(row, K, s, flip, kMaddQuads);
+    if (s >= full) return a_quad_tail(row, K, s, flip);
     return int32_t(uint32_t(load_u32(row + 4 * s)) ^ flip);
   }
 };
 
+// acc0 += a.b0 and acc1 += a.b1 for one row of the tile, in the packing's layout.
+template <int Variant>
+PYRT_AVX2 inline void row_step(__m256i& acc0, __m256i& acc1, int32_t a32, __m256i b0, __m256i b1) {
+  const __m256i a = _mm256_set1_epi32(a32);
+  if (Variant == kMaddQuads) {
+    acc0 = dot_quads(acc0, a, b0);
+    acc1 = dot_quads(acc1, a, b1);
+  } else {
+    acc0 = dot_pairs(acc0, a, b0);
+    acc1 = dot_pairs(acc1, a, b1);
+  }
+}
+
+// B' for step s of a panel: 16 columns as quads or as pairs widened to int16.
+template <int Variant>
+PYRT_AVX2 inline void load_step(const uint8_t* panel, int s, __m256i& b0, __m256i& b1) {
+  if (Variant == kMaddQuads) {
+    b0 = load(panel + s * 64);
+    b1 = load(panel + s * 64 + 32);
+  } else {
+    load_pairs(panel + s * 32, b0, b1);
+  }
+}
+
+// The accumulators are twelve named variables, not an array: GCC keeps an array of twelve
+// __m256i on the stack (past its scalar-replacement size limit) and then loads and stores
+// most of them on every k step, which cost half the throughput. Rows past R are dead code.
 template <int R, int Variant, typename ASource>
 PYRT_AVX2 void tile_rows(const ASource& a_src, const PackedPanels& b, int panel, int cols, int m0, int n0,
                          const Epilogue& ep) {
-  __m256i acc[R][2];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const __m256i z = _mm256_setzero_si256();
+  __m256i c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z,
+          c51 = z;
   const uint8_t* bp = b.panel(panel);
   const int steps = b.k_padded / (Variant == kMaddQuads ? 4 : 2);
   for (int s = 0; s < steps; ++s) {
     __m256i b0, b1;
-    if (Variant == kMaddQuads) {
-      b0 = load(bp + s * 64);
-      b1 = load(bp + s * 64 + 32);
-    } else {
-      load_pairs(bp + s * 32, b0, b1);
-    }
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const __m256i a = _mm256_set1_epi32(a_src(s, r));
-      if (Variant == kMaddQuads) {
-        acc[r][0] = dot_quads(acc[r][0], a, b0);
-        acc[r][1] = dot_quads(acc[r][1], a, b1);
-      } else {
-        acc[r][0] = dot_pairs(acc[r][0], a, b0);
-        acc[r][1] = dot_pairs(acc[r][1], a, b1);
-      }
-    }
+    load_step<Variant>(bp, s, b0, b1);
+    row_step<Variant>(c00, c01, a_src(s, 0), b0, b1);
+    if constexpr (R > 1) row_step<Variant>(c10, c11, a_src(s, 1), b0, b1);
+    if constexpr (R > 2) row_step<Variant>(c20, c21, a_src(s, 2), b0, b1);
+    if constexpr (R > 3) row_step<Variant>(c30, c31, a_src(s, 3), b0, b1);
+    if constexpr (R > 4) row_step<Variant>(c40, c41, a_src(s, 4), b0, b1);
+    if constexpr (R > 5) row_step<Variant>(c50, c51, a_src(s, 5), b0, b1);
   }
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) store_row(acc[r][0], acc[r][1], m0 + r, n0, cols, ep);
+  store_row(c00, c01, m0, n0, cols, ep);
+  if constexpr (R > 1) store_row(c10, c11, m0 + 1, n0, cols, ep);
+  if constexpr (R > 2) store_row(c20, c21, m0 + 2, n0, cols, ep);
+  if constexpr (R > 3) store_row(c30, c31, m0 + 3, n0, cols, ep);
+  if constexpr (R > 4) store_row(c40, c41, m0 + 4, n0, cols, ep);
+  if constexpr (R > 5) store_row(c50, c51, m0 + 5, n0, cols, ep);
 }
 
 template <int Variant, typename ASource>
@@ -201,75 +222,73 @@ void tile_inplace(const uint8_t* a, ptrdiff_t lda, bool a_signed, int K, const P
   tile_variant<kMaddQuads>(RowsQuadsA{a, lda, K, K / 4, flip}, b, panel, rows, cols, m0, n0, ep);
 }
 
-// The A broadcast for step s of a row read in place; bytes past K read as zero, which
-// meets the zero padding of B.
-PYRT_AVX2 inline int32_t a_step(const uint8_t* a, int K, int s, uint32_t flip, int variant) {
-  const int per = variant == kMaddQuads ? 4 : 2;
-  const int k = s * per;
+// The A broadcast for quad step s of a row read in place; bytes past K read as zero,
+// which meets the zero padding of B.
+PYRT_AVX2 inline int32_t a_quad_tail(const uint8_t* a, int K, int s, uint32_t flip) {
+  const int k = s * 4;
   uint8_t q[4] = {0, 0, 0, 0};
-  if (k + per <= K)
-    std::memcpy(q, a + k, per);
-  else
-    std::memcpy(q, a + k, K - k);
-  for (int i = 0; i < per && k + i < K; ++i) q[i] ^= uint8_t(flip);
-  if (variant == kMaddQuads) return load_u32(q);
-  return int32_t(uint32_t(q[0]) | (uint32_t(q[1]) << 16));
+  std::memcpy(q, a + k, size_t(K - k < 4 ? K - k : 4));
+  for (int i = 0; i < 4 && k + i < K; ++i) q[i] ^= uint8_t(flip);
+  return load_u32(q);
 }
 
-template <int P, int Variant>
-PYRT_AVX2 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p,
-                           const Epilogue& ep) {
-  __m256i acc[P][2];
-#pragma GCC unroll 16
-  for (int i = 0; i < P; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-  const int per = Variant == kMaddQuads ? 4 : 2;
-  const int steps = b.k_padded / per, full = K / per;
-  const uint32_t flip = a_signed ? 0x80808080u : 0u;
+// One row of A against P panels. Named accumulators for the reason tile_rows gives.
+template <int P, int Variant, typename ASource>
+PYRT_AVX2 void gemv_panels(const ASource& a_src, int N, const PackedPanels& b, int p, const Epilogue& ep) {
+  const __m256i z = _mm256_setzero_si256();
+  __m256i c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+  const int steps = b.k_padded / (Variant == kMaddQuads ? 4 : 2);
+  const uint8_t* bp = b.panel(p);
+  const size_t stride = b.panel_bytes;
   for (int s = 0; s < steps; ++s) {
-    int32_t a32;
-    if (s < full) {
-      a32 = Variant == kMaddQuads ? int32_t(uint32_t(load_u32(a + s * 4)) ^ flip)
-                                  : int32_t(uint32_t(a[2 * s] ^ uint8_t(flip)) |
-                                            (uint32_t(a[2 * s + 1] ^ uint8_t(flip)) << 16));
-    } else {
-      a32 = a_step(a, K, s, flip, Variant);
+    const int32_t a32 = a_src(s, 0);
+    __m256i b0, b1;
+    load_step<Variant>(bp, s, b0, b1);
+    row_step<Variant>(c00, c01, a32, b0, b1);
+    if constexpr (P > 1) {
+      load_step<Variant>(bp + stride, s, b0, b1);
+      row_step<Variant>(c10, c11, a32, b0, b1);
     }
-    const __m256i av = _mm256_set1_epi32(a32);
-#pragma GCC unroll 16
-    for (int i = 0; i < P; ++i) {
-      if (Variant == kMaddQuads) {
-        const uint8_t* bp = b.panel(p + i) + s * 64;
-        acc[i][0] = dot_quads(acc[i][0], av, load(bp));
-        acc[i][1] = dot_quads(acc[i][1], av, load(bp + 32));
-      } else {
-        __m256i b0, b1;
-        load_pairs(b.panel(p + i) + s * 32, b0, b1);
-        acc[i][0] = dot_pairs(acc[i][0], av, b0);
-        acc[i][1] = dot_pairs(acc[i][1], av, b1);
-      }
+    if constexpr (P > 2) {
+      load_step<Variant>(bp + 2 * stride, s, b0, b1);
+      row_step<Variant>(c20, c21, a32, b0, b1);
+    }
+    if constexpr (P > 3) {
+      load_step<Variant>(bp + 3 * stride, s, b0, b1);
+      row_step<Variant>(c30, c31, a32, b0, b1);
     }
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < P; ++i) {
+  auto store = [&](__m256i acc0, __m256i acc1, int i) PYRT_AVX2 {
     const int n0 = (p + i) * kNr;
-    store_row(acc[i][0], acc[i][1], 0, n0, N - n0 < kNr ? N - n0 : kNr, ep);
-  }
+    store_row(acc0, acc1, 0, n0, N - n0 < kNr ? N - n0 : kNr, ep);
+  };
+  store(c00, c01, 0);
+  if constexpr (P > 1) store(c10, c11, 1);
+  if constexpr (P > 2) store(c20, c21, 2);
+  if constexpr (P > 3) store(c30, c31, 3);
 }
 
-template <int Variant>
-void gemv_variant(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
-                  const Epilogue& ep) {
+template <int Variant, typename ASource>
+void gemv_variant(const ASource& a_src, int N, const PackedPanels& b, int p0, int p1, const Epilogue& ep) {
   int p = p0;
-  for (; p + 4 <= p1; p += 4) gemv_panels<4, Variant>(a, a_signed, K, N, b, p, ep);
-  for (; p < p1; ++p) gemv_panels<1, Variant>(a, a_signed, K, N, b, p, ep);
+  for (; p + 4 <= p1; p += 4) gemv_panels<4, Variant>(a_src, N, b, p, ep);
+  for (; p < p1; ++p) gemv_panels<1, Variant>(a_src, N, b, p, ep);
 }
 
 void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
           const Epilogue& ep) {
-  if (b.variant == kMaddQuads)
-    gemv_variant<kMaddQuads>(a, a_signed, K, N, b, p0, p1, ep);
-  else
-    gemv_variant<kWidePairs>(a, a_signed, K, N, b, p0, p1, ep);
+  if (b.variant == kMaddQuads) {
+    const uint32_t flip = a_signed ? 0x80808080u : 0u;
+    gemv_variant<kMaddQuads>(RowsQuadsA{a, 0, K, K / 4, flip}, N, b, p0, p1, ep);
+    return;
+  }
+  // The pair layout widens the row once, as pack_a does for a tile: every step then
+  // broadcasts one load instead of assembling a pair from two bytes.
+  thread_local AlignedBuffer widened;
+  const size_t bytes = a_tile_bytes(b) / kMr;
+  if (widened.size() < bytes) widened = AlignedBuffer(bytes);
+  pack_a_rows16(a, 0, a_signed, 1, K, b.k_padded, widened.data());
+  gemv_variant<kWidePairs>(PackedRows16A{widened.data(), b.k_padded}, N, b, p0, p1, ep);
 }
 
 }  // namespace
