@@ -60,18 +60,22 @@ def test_band_conv_matches_reference(isa, geom, dt):
     c_mid, m_out, k, strides, pads, dilations = geom
     rng = np.random.default_rng(31)
     model, c, (lo, hi) = chained(rng, dt, c_mid, m_out, k, strides, pads, dilations)
-    for batch, threads in ((1, 1), (3, 2)):
+    # (4, 2): whole images per thread, each padded by its thread; (3, 2): an uneven split,
+    # the batch padded first and the output rows split.
+    for batch, threads in ((1, 1), (4, 2), (3, 2)):
         x = rng.integers(lo, hi, (batch, 4, 9, 11)).astype(dt)
         got = pyruntime.load(model, isa=isa, threads=threads).run(None, {"x": x})[0]
         np.testing.assert_array_equal(got, expected(x, c, strides, pads, dilations))
 
 
 @pytest.mark.parametrize("isa", path_params(("avx512vnni", "avx512vnni_emulated")))
-def test_band_conv_large_batch_pads_on_every_thread(isa):
-    """Enough input (> 2 x 256 KB of padded band) that the band is padded by two threads."""
+@pytest.mark.parametrize("batch", [2, 3])
+def test_band_conv_large_images_on_two_threads(isa, batch):
+    """Large images (> 2 x 256 KB of padded band per batch): with 2 images each thread pads
+    and convolves its own; with 3 the batch is padded by both threads, then rows split."""
     rng = np.random.default_rng(32)
     geom = ((1, 1), (1, 1, 1, 1), (1, 1))
     model, c, (lo, hi) = chained(rng, np.uint8, 16, 24, (3, 3), *geom, hw=(64, 256))
-    x = rng.integers(lo, hi, (2, 4, 64, 256)).astype(np.uint8)
+    x = rng.integers(lo, hi, (batch, 4, 64, 256)).astype(np.uint8)
     got = pyruntime.load(model, isa=isa, threads=2).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, expected(x, c, *geom))
