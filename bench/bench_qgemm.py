@@ -114,10 +114,11 @@ def _warmup(fn, min_calls: int = 2, min_time: float = 0.05, max_calls: int = 200
 
 
 def _median(benchmark):
+    """(median, best, rounds) of the per-round times; Nones under --benchmark-disable."""
     st = getattr(benchmark, "stats", None)
     if st is None or getattr(st, "stats", None) is None:
-        return None, None  # --benchmark-disable
-    return st.stats.median, st.stats.rounds
+        return None, None, None
+    return st.stats.median, st.stats.min, st.stats.rounds
 
 
 # ---------------------------------------------------------------------------- the benchmark
@@ -148,7 +149,7 @@ def test_qgemm(case: Case, benchmark, peaks, cpu):
             benchmark(run)
         finally:
             close()
-        row.median_s, row.rounds = _median(benchmark)
+        row.median_s, row.best_s, row.rounds = _median(benchmark)
         return
 
     # pyruntime
@@ -183,5 +184,5 @@ def test_qgemm(case: Case, benchmark, peaks, cpu):
     else:
         _warmup(run)
         benchmark(run)
-    row.median_s, row.rounds = _median(benchmark)
+    row.median_s, row.best_s, row.rounds = _median(benchmark)
     assert row.exact, f"{case.id}: pyruntime result differs from the exact reference (timing kept in the report)"

@@ -34,6 +34,7 @@ class Row:
     weights: str = "full"          # "full" (arbitrary s8) | "small" (|w| <= 64)
     variant: Optional[int] = None  # packed.layout(path)["variant"]
     median_s: Optional[float] = None
+    best_s: Optional[float] = None   # the fastest round (the peak probe is a best burst too)
     rounds: Optional[int] = None
     status: Optional[str] = None   # why no timing: "n/a: ...", "skipped: ..."
     exact: Optional[bool] = None   # result checked against the exact reference
@@ -181,7 +182,12 @@ def _targets(available: list, default_isa: str, peaks: dict) -> list:
             add("1024^3 int32, 1 thread: >= 92% of vpdpbusd_zmm peak", path,
                 f"{r.derived['gops']:.1f} Gop/s; peak: not measured", None)
         else:
-            add("1024^3 int32, 1 thread: >= 92% of vpdpbusd_zmm peak", path, f"{pct:.1f}%", pct >= 92.0)
+            # The target is judged on the median round. The probe's peak is its best burst,
+            # so the best round is the like-for-like figure; on a shared machine the two
+            # differ by the neighbours' noise, and both are printed.
+            best = f"; best round {100.0 * r.ops / r.best_s / 1e9 / r.derived['peak_gops']:.1f}%" if r.best_s else ""
+            add("1024^3 int32, 1 thread: >= 92% of vpdpbusd_zmm peak", path, f"{pct:.1f}% (median round{best})",
+                pct >= 92.0)
         x = r.derived.get("x_ort") if r else None
         add("1024^3 int32, 1 thread: >= 1.0x ORT MatMulInteger", path,
             f"{x:.2f}x" if x else "not measured", (x >= 1.0) if x else None)
