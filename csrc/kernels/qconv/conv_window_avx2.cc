@@ -52,23 +52,36 @@ WindowWeights prepare_weights(const WindowConvArgs& a, int K, int M) {
   return WindowWeights{pairs, steps, window_epilogue(a, a.a_zp)};
 }
 
-// The accumulators of R pixels x one panel of 16 channels, from widened window rows.
+PYRT_AVX2 inline void pixel_step(__m256i& acc0, __m256i& acc1, const int16_t* pixel_row, int s, __m256i b0, __m256i b1) {
+  int32_t pair;
+  std::memcpy(&pair, pixel_row + 2 * s, 4);
+  const __m256i av = _mm256_set1_epi32(pair);
+  acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(av, b0));
+  acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(av, b1));
+}
+
+// The accumulators of R pixels x one panel of 16 channels, from widened window rows. They
+// are named variables while the k loop runs (an array of them is kept on the stack, and a
+// fused pool's second set of 12 then spilled inside the loop); acc gets them at the end.
 template <int R>
 PYRT_AVX2 inline void accumulate(const int16_t* rows, const WindowWeights& ww, int panel, __m256i (&acc)[R][2]) {
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  static_assert(R <= kPixelsPerTile, "six named pixels");
+  const __m256i z = _mm256_setzero_si256();
+  __m256i c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z,
+          c51 = z;
   const int16_t* wp = ww.pairs + size_t(panel) * ww.pair_steps * kPanel * 2;
   for (int s = 0; s < ww.pair_steps; ++s) {
     const __m256i b0 = avx2::load(wp + s * 32), b1 = avx2::load(wp + s * 32 + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      int32_t pair;
-      std::memcpy(&pair, rows + r * kRowInts + 2 * s, 4);
-      const __m256i av = _mm256_set1_epi32(pair);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
-    }
+    pixel_step(c00, c01, rows, s, b0, b1);
+    if constexpr (R > 1) pixel_step(c10, c11, rows + kRowInts, s, b0, b1);
+    if constexpr (R > 2) pixel_step(c20, c21, rows + 2 * kRowInts, s, b0, b1);
+    if constexpr (R > 3) pixel_step(c30, c31, rows + 3 * kRowInts, s, b0, b1);
+    if constexpr (R > 4) pixel_step(c40, c41, rows + 4 * kRowInts, s, b0, b1);
+    if constexpr (R > 5) pixel_step(c50, c51, rows + 5 * kRowInts, s, b0, b1);
   }
+  const __m256i all[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r][0] = all[r][0], acc[r][1] = all[r][1];
 }
 
 template <int R>
