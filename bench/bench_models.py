@@ -25,6 +25,10 @@ Timing: pytest-benchmark in pedantic mode; each round times `iterations` back-to
 the per-call averages of the rounds, "p99" their 99th percentile. Each runtime's output is
 checked once against the exact reference (never fails the run: the check column says).
 
+Paired rounds (test_paired_ratio): for each one-thread int8 and fp32 MLP target, pyruntime
+and onnxruntime alternate round by round for the same budget; the median of the per-pair
+ratios is what those targets are judged on (the sequential rows are printed beside it).
+
 At the end a markdown table (model, format, batch, threads, runtime, median us, p99 us,
 x ORT = ORT median / this median, x OpenVINO likewise) and a targets section (PASS/MISS,
 never failing the run) are printed and written to bench/results/models.md (--models-report
@@ -226,6 +230,52 @@ def test_model(case: Case, benchmark, zoo, relu_path, models_report):
 
 
 # ---------------------------------------------------------------------------------------
+# paired rounds: pyruntime and onnxruntime interleaved, for the one-thread MLP targets
+
+
+PAIRED: dict = {}  # Case.key -> (median of per-pair ORT/pyruntime ratios, pairs)
+PAIRED_KEYS = [("mlp 784-512-256-10", fmt, b, 1) for fmt in FORMATS for b in (1, 64) if fmt != "fp32" or b == 64]
+
+
+@pytest.mark.parametrize("key", PAIRED_KEYS, ids=[f"{FORMATS[k[1]]}-b{k[2]}-t1" for k in PAIRED_KEYS])
+def test_paired_ratio(key, zoo, models_report):
+    """The two runtimes' rounds alternate (order flipped every pair), each pair's ratio is
+    ORT time / pyruntime time, and the median of those ratios is reported. The machine is
+    shared: a neighbour's burst that lands on one runtime's row of the sequential table moves
+    that ratio by up to 2x, while both halves of a pair see the same neighbours. One thread
+    only, so neither runtime has an idle pool spinning beside the other."""
+    model, fmt, batch, threads = key
+    x = zh.eval_inputs(batch)[0]
+    feed = {"x": x}
+    path = zoo.path(FORMATS[fmt])
+    runners = []
+    try:
+        for runtime in ("pyruntime", "onnxruntime"):
+            runners.append(_make_runner(runtime, path, threads, batch, feed))
+        calls = [r[0] for r in runners]
+        iters = [_calibrate(c)[0] for c in calls]
+        ratios, deadline = [], time.perf_counter() + BUDGET_S
+        gc.collect()
+        gc.disable()
+        try:
+            while time.perf_counter() < deadline or len(ratios) < 15:
+                t = [0.0, 0.0]
+                for j in ((0, 1) if len(ratios) % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    for _ in range(iters[j]):
+                        calls[j]()
+                    t[j] = (time.perf_counter() - t0) / iters[j]
+                ratios.append(t[1] / t[0])
+        finally:
+            gc.enable()
+    finally:
+        for _, close in runners:
+            close()
+    PAIRED[key] = (statistics.median(ratios), len(ratios))
+    assert all(r > 0 for r in ratios)
+
+
+# ---------------------------------------------------------------------------------------
 # the report
 
 
@@ -273,7 +323,11 @@ def render_report() -> str:
         lines.append(f"| {case.model} | {case.fmt} | {case.batch} | {case.threads} | {case.runtime} | "
                      f"{_fmt_us(r.median_us)} | {_fmt_us(r.p99_us)} | {_ratio(ort, r.median_us)} | "
                      f"{_ratio(ovm, r.median_us)} | {r.check} |")
-    lines += ["", "## Targets (issue 3)", "", "| target | measured | result |", "|---|---|---|"]
+    lines += ["", "## Targets (issue 3)", "",
+              "One-thread MLP targets are judged on paired rounds (pyruntime and onnxruntime alternating, "
+              "median of the per-pair ratios: both halves of a pair see the same neighbours on this shared "
+              "machine); the sequential rows' ratio is printed beside it.", "",
+              "| target | measured | result |", "|---|---|---|"]
 
     def target(name, measured, ok):
         if measured is None:
@@ -298,8 +352,12 @@ def render_report() -> str:
                 need = 3.0 if b == 1 else 1.2
                 label = f"int8 MLP ({fmt}) batch {b}, {t} thread(s) >= {need}x ORT int8"
             sp = None if (p is None or o is None) else o / p
-            target(label, None if sp is None else f"{sp:.2f}x ({_fmt_us(p)} vs {_fmt_us(o)} us)",
-                   sp is not None and sp >= need)
+            measured = None if sp is None else f"{sp:.2f}x ({_fmt_us(p)} vs {_fmt_us(o)} us)"
+            if key in PAIRED:  # one thread: judged on the interleaved pairs, the sequential rows beside
+                ratio, pairs = PAIRED[key]
+                measured = f"{ratio:.2f}x paired ({pairs} interleaved pairs); rows above: " + (measured or "n/a")
+                sp = ratio
+            target(label, measured, sp is not None and sp >= need)
     return "\n".join(lines) + "\n"
 
 
