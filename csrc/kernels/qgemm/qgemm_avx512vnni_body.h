@@ -63,26 +63,9 @@ struct BandQuadsA {
   PYRT_AVX512 __m512i tail(int s, int r) const { return (*this)(s, r); }
 };
 
-// The tile's output lines, asked for before its k loop. C is written once, after the dot
-// products, and is mostly not cached (a 1024^3 int32 C is 4 MB): the stores' misses
-// stalled the epilogue for ~6% of such a GEMM on Zen 4. Fetched now, they arrive during
-// the k loop.
-template <int R>
-PYRT_AVX512 inline void prefetch_output(const Epilogue& ep, int m0, int n0, int cols) {
-  const size_t elem = ep.out == OutKind::i32 || ep.out == OutKind::f32 ? 4 : 1;
-  const size_t last = size_t(cols) * elem - 1;
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    const char* row = static_cast<const char*>(ep.c) + (size_t(m0 + r) * size_t(ep.ldc) + size_t(n0)) * elem;
-    for (size_t off = 0; off < last; off += 64) __builtin_prefetch(row + off, 1);
-    __builtin_prefetch(row + last, 1);
-  }
-}
-
 template <int R, typename ASource>
 PYRT_AVX512 void tile_rows(const ASource& a_src, const PackedPanels& b, int panel, int cols, int m0, int n0,
                            const Epilogue& ep) {
-  prefetch_output<R>(ep, m0, n0, cols);
   __m512i acc[R][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
