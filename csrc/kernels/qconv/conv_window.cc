@@ -110,8 +110,8 @@ void window_for_each_output_row(const WindowConvArgs& a, uint8_t flip,
   };
   if (g.N % par == 0) {
     // Whole images per thread, each padded into a buffer of that thread just before its
-    // rows: the band is then read from cache. (Padding the whole batch first sent the
-    // ~3 MB of a mid-resnet layer at batch 64 out to memory and back: 9% of the call.)
+    // rows: the band is then read from cache, where padding the whole batch first wrote
+    // the ~3 MB of a mid-resnet layer at batch 64 past the caches and read it back.
     parallel_run(par, [&](int tid) {
       thread_local AlignedBuffer image_buf;
       if (image_buf.size() < image_bytes) image_buf = AlignedBuffer(image_bytes);
