@@ -51,6 +51,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent / "tests"))
 
 import model_zoo_helpers as zh  # noqa: E402
+import peers  # noqa: E402
 import pyruntime  # noqa: E402
 
 RUNTIMES = ("pyruntime", "onnxruntime", "openvino")
@@ -253,21 +254,8 @@ def test_paired_ratio(key, zoo, models_report):
         for runtime in ("pyruntime", "onnxruntime"):
             runners.append(_make_runner(runtime, path, threads, batch, feed))
         calls = [r[0] for r in runners]
-        iters = [_calibrate(c)[0] for c in calls]
-        ratios, deadline = [], time.perf_counter() + BUDGET_S
-        gc.collect()
-        gc.disable()
-        try:
-            while time.perf_counter() < deadline or len(ratios) < 15:
-                t = [0.0, 0.0]
-                for j in ((0, 1) if len(ratios) % 2 == 0 else (1, 0)):
-                    t0 = time.perf_counter()
-                    for _ in range(iters[j]):
-                        calls[j]()
-                    t[j] = (time.perf_counter() - t0) / iters[j]
-                ratios.append(t[1] / t[0])
-        finally:
-            gc.enable()
+        iters = tuple(_calibrate(c)[0] for c in calls)
+        ratios = peers.paired_ratios(calls[0], calls[1], iters, BUDGET_S, 15)
     finally:
         for _, close in runners:
             close()

@@ -217,16 +217,8 @@ def test_paired_vs_ort(shape, path, cpu):
         runs = [lambda: ops.qgemm(a, packed, threads=1, isa=path), ort_run]
         for fn in runs:
             _warmup(fn)
-        per_round = [max(1, int(np.ceil(2e-3 / _time_one(fn)))) for fn in runs]  # rounds of >= ~2 ms
-        ratios, deadline = [], time.perf_counter() + PAIRED_BUDGET_S
-        while time.perf_counter() < deadline or len(ratios) < 7:
-            t = [0.0, 0.0]
-            for j in ((0, 1) if len(ratios) % 2 == 0 else (1, 0)):
-                t0 = time.perf_counter()
-                for _ in range(per_round[j]):
-                    runs[j]()
-                t[j] = (time.perf_counter() - t0) / per_round[j]
-            ratios.append(t[1] / t[0])
+        per_round = tuple(max(1, int(np.ceil(2e-3 / _time_one(fn)))) for fn in runs)  # rounds of >= ~2 ms
+        ratios = peers.paired_ratios(runs[0], runs[1], per_round, PAIRED_BUDGET_S, 7)
     finally:
         close()
     rep.PAIRED[(shape, path)] = (float(np.median(ratios)), len(ratios))

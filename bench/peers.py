@@ -11,6 +11,7 @@ keeps spinning on this 2-core machine while the next benchmark runs.
 from __future__ import annotations
 
 import gc
+import time
 
 import numpy as np
 
@@ -72,3 +73,26 @@ def torch_linear_fp32(a: np.ndarray, b: np.ndarray, threads: int):
         torch.set_num_threads(prev)
 
     return run, close
+
+
+def paired_ratios(ours, peer, per_round: tuple, budget_s: float, min_pairs: int) -> list:
+    """Rounds of `per_round[0]` calls of ours and `per_round[1]` of peer, alternating (the
+    order flips every pair) for budget_s seconds and at least min_pairs pairs; returns each
+    pair's ratio of per-call times, peer / ours. Both halves of a pair see the same
+    neighbours on a shared machine, which sequential rows do not."""
+    calls = (ours, peer)
+    ratios, deadline = [], time.perf_counter() + budget_s
+    gc.collect()
+    gc.disable()
+    try:
+        while time.perf_counter() < deadline or len(ratios) < min_pairs:
+            t = [0.0, 0.0]
+            for j in ((0, 1) if len(ratios) % 2 == 0 else (1, 0)):
+                t0 = time.perf_counter()
+                for _ in range(per_round[j]):
+                    calls[j]()
+                t[j] = (time.perf_counter() - t0) / per_round[j]
+            ratios.append(t[1] / t[0])
+    finally:
+        gc.enable()
+    return ratios
