@@ -229,7 +229,7 @@ def fuse_qconv_max_pool(g: Graph) -> Graph:
     prod = g.producers()
     drop = set()
     for n in g.nodes:
-        if n.domain != "" or n.op != "MaxPool" or len([o for o in n.outputs if o]) != 1 or len(n.outputs) > 1:
+        if n.domain != "" or n.op != "MaxPool" or len(n.outputs) != 1:  # a second output: Indices
             continue
         k = list(n.attrs.get("kernel_shape", []))
         if (len(k) != 2 or list(n.attrs.get("strides", [1, 1])) != k or any(n.attrs.get("pads", [0] * 4))

@@ -184,7 +184,7 @@ def _within(n: int, correct: int, base_correct: int, n_differ: int, max_drop: fl
     return acc - z * drop_se(n, base - acc, n_differ) >= base - max_drop - 1e-12
 
 
-def _backoff_thresholds(score: np.ndarray, threshold: float, lam: float) -> float:
+def _backoff_threshold(score: np.ndarray, threshold: float, lam: float) -> float:
     """A threshold on this gate's score that fires on the lam share of the samples `threshold`
     fires on, the most confident first: lam 0 never fires, lam 1 is `threshold` itself."""
     m = int((score >= threshold).sum())
@@ -275,7 +275,7 @@ def calibrate(final, heads, y, macs_fractions, *, max_drop: float = 0.005, macs_
         passed = [NEVER] * K
         for step in range(1, backoff_steps + 1):
             lam = step / backoff_steps
-            ts = [_backoff_thresholds(sc, t, lam) for sc, t in zip(scores, thresholds)]
+            ts = [_backoff_threshold(sc, t, lam) for sc, t in zip(scores, thresholds)]
             c, d, _ = measure([sc >= t for sc, t in zip(scores, ts)], test)
             if not _within(n_t, c, base_t, d, max_drop, z):
                 break

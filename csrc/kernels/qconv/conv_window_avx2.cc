@@ -12,6 +12,7 @@
 // zero point itself, so it contributes nothing.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "../qgemm/epilogue_avx2.h"
 #include "../qgemm/packing.h"
@@ -121,26 +122,16 @@ PYRT_AVX2 void tile_pooled(const int16_t* rows, int pool_h, int pool_w, const Wi
   }
 }
 
-void tile_any(int rows_n, const int16_t* rows, const WindowWeights& ww, int panel, int cols, int64_t m0) {
-  switch (rows_n) {
-    case 1: return tile_pixels<1>(rows, ww, panel, cols, m0);
-    case 2: return tile_pixels<2>(rows, ww, panel, cols, m0);
-    case 3: return tile_pixels<3>(rows, ww, panel, cols, m0);
-    case 4: return tile_pixels<4>(rows, ww, panel, cols, m0);
-    case 5: return tile_pixels<5>(rows, ww, panel, cols, m0);
-    default: return tile_pixels<6>(rows, ww, panel, cols, m0);
-  }
-}
-
-void tile_pooled_any(int rows_n, const int16_t* rows, int pool_h, int pool_w, const WindowWeights& ww, int panel,
-                     int cols, int64_t m0) {
-  switch (rows_n) {
-    case 1: return tile_pooled<1>(rows, pool_h, pool_w, ww, panel, cols, m0);
-    case 2: return tile_pooled<2>(rows, pool_h, pool_w, ww, panel, cols, m0);
-    case 3: return tile_pooled<3>(rows, pool_h, pool_w, ww, panel, cols, m0);
-    case 4: return tile_pooled<4>(rows, pool_h, pool_w, ww, panel, cols, m0);
-    case 5: return tile_pooled<5>(rows, pool_h, pool_w, ww, panel, cols, m0);
-    default: return tile_pooled<6>(rows, pool_h, pool_w, ww, panel, cols, m0);
+// f(std::integral_constant<int, R>()) for a tile of R = pixels (1..kPixelsPerTile) pixels.
+template <typename F>
+void with_pixels(int pixels, const F& f) {
+  switch (pixels) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 3: return f(std::integral_constant<int, 3>());
+    case 4: return f(std::integral_constant<int, 4>());
+    case 5: return f(std::integral_constant<int, 5>());
+    default: return f(std::integral_constant<int, 6>());
   }
 }
 
@@ -160,7 +151,6 @@ Gather make_gather(int kh, int run) {
   Gather gt{};
   gt.halves = kh * run > 16 ? 2 : 1;
   for (int h = 0; h < gt.halves; ++h) {
-    if (h == 1) gt.first_of_half1 = gt.count;
     for (int ky = 0; ky < kh; ++ky) {
       if (ky * run >= 16 * (h + 1) || (ky + 1) * run <= 16 * h) continue;
       Gather::Move& mv = gt.moves[gt.count++];
@@ -170,8 +160,8 @@ Gather make_gather(int kh, int run) {
         mv.mask[p] = j >= 0 && j < run ? int8_t(j) : int8_t(-128);
       }
     }
+    if (h == 0) gt.first_of_half1 = gt.count;
   }
-  if (gt.halves == 1) gt.first_of_half1 = gt.count;
   return gt;
 }
 
@@ -210,7 +200,9 @@ PYRT_AVX2 void output_row(const WindowConvArgs& a, const WindowWeights& ww, cons
     const int count = int(std::min<int64_t>(kPixelsPerTile, g.OW - ox0));
     widen_windows(a, gt, band, band_stride, ox0, count, rows);
     for (int p = 0; p < panels; ++p)
-      tile_any(count, rows, ww, p, int(std::min<int64_t>(kPanel, g.M - p * kPanel)), row_base + ox0);
+      with_pixels(count, [&](auto r) {
+        tile_pixels<r()>(rows, ww, p, int(std::min<int64_t>(kPanel, g.M - p * kPanel)), row_base + ox0);
+      });
   }
 }
 
@@ -229,8 +221,10 @@ PYRT_AVX2 void pooled_output_row(const WindowConvArgs& a, const WindowWeights& w
       widen_windows(a, gt, band + j * conv_row_stride, band_stride, px0 * a.pool_w, count,
                     rows + size_t(j) * kPixelsPerTile * kRowInts);
     for (int p = 0; p < panels; ++p)
-      tile_pooled_any(count, rows, a.pool_h, a.pool_w, ww, p, int(std::min<int64_t>(kPanel, g.M - p * kPanel)),
-                      row_base + px0);
+      with_pixels(count, [&](auto r) {
+        tile_pooled<r()>(rows, a.pool_h, a.pool_w, ww, p, int(std::min<int64_t>(kPanel, g.M - p * kPanel)),
+                         row_base + px0);
+      });
   }
 }
 

@@ -11,6 +11,7 @@
 // bias - a_zp' * sum w.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "../qgemm/packing.h"
 #include "../qgemm/vnni_real.h"
@@ -174,6 +175,19 @@ void pooled_row_tiles(const ConvGeometry& g, const uint8_t* band, size_t band_st
   }
 }
 
+// f(std::integral_constant<int, P>(), p) for each group of up to 4 panels from panel p on.
+template <typename F>
+void for_panel_groups(int panels, const F& f) {
+  for (int p = 0; p < panels; p += 4) {
+    switch (std::min(4, panels - p)) {
+      case 1: f(std::integral_constant<int, 1>(), p); break;
+      case 2: f(std::integral_constant<int, 2>(), p); break;
+      case 3: f(std::integral_constant<int, 3>(), p); break;
+      default: f(std::integral_constant<int, 4>(), p); break;
+    }
+  }
+}
+
 }  // namespace
 
 void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
@@ -190,27 +204,15 @@ void conv_q8_window_8x16_avx512vnni(const WindowConvArgs& a) {
     const int64_t pooled_h = g.OH / a.pool_h, pooled_w = g.OW / a.pool_w;
     window_for_each_output_row(a, flip, [&](int64_t n, int64_t py, const uint8_t* band, size_t band_stride) {
       const int64_t row_base = (n * pooled_h + py) * pooled_w;
-      for (int p = 0; p < panels; p += 4) {
-        switch (std::min(4, panels - p)) {
-          case 1: pooled_row_tiles<1>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
-          case 2: pooled_row_tiles<2>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
-          case 3: pooled_row_tiles<3>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
-          default: pooled_row_tiles<4>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep); break;
-        }
-      }
+      for_panel_groups(panels, [&](auto group, int p) {
+        pooled_row_tiles<group()>(g, band, band_stride, conv_row_stride, a.pool_h, a.pool_w, qw, p, row_base, ep);
+      });
     });
     return;
   }
   window_for_each_output_row(a, flip, [&](int64_t n, int64_t oy, const uint8_t* band, size_t band_stride) {
     const int64_t row_base = (n * g.OH + oy) * g.OW;
-    for (int p = 0; p < panels; p += 4) {
-      switch (std::min(4, panels - p)) {
-        case 1: row_tiles<1>(g, band, band_stride, qw, p, row_base, ep); break;
-        case 2: row_tiles<2>(g, band, band_stride, qw, p, row_base, ep); break;
-        case 3: row_tiles<3>(g, band, band_stride, qw, p, row_base, ep); break;
-        default: row_tiles<4>(g, band, band_stride, qw, p, row_base, ep); break;
-      }
-    }
+    for_panel_groups(panels, [&](auto group, int p) { row_tiles<group()>(g, band, band_stride, qw, p, row_base, ep); });
   });
 }
 
