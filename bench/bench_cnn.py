@@ -140,7 +140,7 @@ def _check(case: Case, out: np.ndarray, path: Path, x: np.ndarray) -> str:
 
 def _make_runner(runtime, path, threads, batch, feed):
     if runtime != "pyruntime":
-        return bm._make_runner(runtime, path, threads, batch, feed)
+        return bm._make_runner(runtime, path, threads, [feed])
     m = pyruntime.load(str(path), threads=threads)
     x = feed["x"]
     m.predict(x)  # plan this shape

@@ -17,7 +17,7 @@ from pyruntime import reference as ref
 
 from pyrt_testlib import (ALL_PATHS, BIG, F32, I32, OUT_VARIANTS, S8, SIZES, U8, Config, assert_same,
                           make_config, mismatch_report, pairwise_shapes, path_params, path_skip_reason,
-                          same_bits, small_weights, uncovered_pairs, usable_paths)
+                          rand_int8, same_bits, small_weights, uncovered_pairs, usable_paths)
 
 INT32_MAX = 2**31 - 1
 
@@ -178,6 +178,55 @@ def test_extreme_values_and_zero_points(isa):
         if not same_bits(got, exp):
             failures.append(f"{cfg.describe()}: {mismatch_report(got, exp, 3)}")
     assert not failures, f"{len(failures)} of {len(_extreme_cache)} fail on {isa}:\n" + "\n".join(failures[:20])
+
+
+def _zero_word_rows(rng, K: int, a_dtype) -> dict[str, np.ndarray]:
+    """One-row A operands whose k steps are often zero words (skipped by the GEMV): the
+    zero of an s8 row is -128 (flipped to u8 0 on the way in)."""
+    zero = 0 if a_dtype == U8 else -128
+    dense = rand_int8(rng, (1, K), a_dtype)
+    dense[dense == zero] = zero + 1  # no accidental zero words
+    rows = {"dense": dense}
+    border = dense.copy()  # an image's background: zero runs at both ends and in between
+    border[:, :K // 3] = zero
+    border[:, K // 2:K // 2 + 9] = zero
+    border[:, -(K // 5):] = zero
+    rows["border"] = border
+    alternate = dense.copy()
+    alternate[:, (np.arange(K) // 4) % 2 == 0] = zero  # every other quad
+    rows["alternate quads"] = alternate
+    rows["all zero"] = np.full((1, K), zero, a_dtype)
+    last = np.full((1, K), zero, a_dtype)  # only the ragged last step is nonzero
+    last[0, -1] = zero + 3
+    rows["last only"] = last
+    scattered = dense.copy()  # single zero bytes: no quad is all zero
+    scattered[:, ::3] = zero
+    rows["scattered bytes"] = scattered
+    return rows
+
+
+@pytest.mark.parametrize("isa", path_params())
+def test_gemv_zero_words_are_skipped_exactly(isa):
+    """An M = 1 GEMV reads B only for the k steps whose A word is nonzero; rows full of
+    zero runs must give the reference's bits on every path, layout and thread count."""
+    rng = np.random.default_rng(4321)
+    failures, cases = [], 0
+    for K, N in ((784, 512), (257, 33), (9, 10), (1030, 160)):
+        for a_dt in (U8, S8):
+            for small in (False, True):  # AVX2: the pair layout, then the quad layout
+                b = small_weights(rng, (K, N), S8) if small else rand_int8(rng, (K, N), S8)
+                for name, a in _zero_word_rows(rng, K, a_dt).items():
+                    cfg = Config(a=a, b=b, a_zero_point=int(rand_int8(rng, (), a_dt)),
+                                 b_zero_point=np.int8(3), bias=np.arange(N, dtype=np.int32) - 7,
+                                 multiplier=np.float32(1e-3), out_zero_point=5, out_dtype=U8,
+                                 label=f"K={K} N={N} {a_dt} {name}{' small w' if small else ''}")
+                    packed, exp = cfg.pack(), cfg.expected()
+                    for threads in (1, 2):
+                        cases += 1
+                        got = cfg.run(packed, isa=isa, threads=threads)
+                        if not same_bits(got, exp):
+                            failures.append(f"{cfg.describe()} threads={threads}: {mismatch_report(got, exp, 3)}")
+    assert not failures, f"{len(failures)} of {cases} fail on {isa}:\n" + "\n".join(failures[:20])
 
 
 @pytest.mark.parametrize("isa", path_params())

@@ -44,6 +44,25 @@ inline __m512i _mm512_add_epi32(__m512i a, __m512i b) { return lanewise(a, b, []
 inline __m512i _mm512_xor_si512(__m512i a, __m512i b) { return lanewise(a, b, [](uint32_t x, uint32_t y) { return x ^ y; }); }
 inline __m512i _mm512_sub_epi32(__m512i a, __m512i b) { return lanewise(a, b, [](uint32_t x, uint32_t y) { return x - y; }); }
 inline __m512i _mm512_mullo_epi32(__m512i a, __m512i b) { return lanewise(a, b, [](uint32_t x, uint32_t y) { return x * y; }); }
+inline __m512i _mm512_setr_epi32(int32_t e0, int32_t e1, int32_t e2, int32_t e3, int32_t e4, int32_t e5,
+                                 int32_t e6, int32_t e7, int32_t e8, int32_t e9, int32_t e10, int32_t e11,
+                                 int32_t e12, int32_t e13, int32_t e14, int32_t e15) {
+  return __m512i{{e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11, e12, e13, e14, e15}};
+}
+inline void _mm512_storeu_si512(void* p, __m512i a) { std::memcpy(p, a.v, 64); }
+inline __mmask16 _mm512_test_epi32_mask(__m512i a, __m512i b) {
+  __mmask16 k = 0;
+  for (int i = 0; i < 16; ++i) k |= __mmask16((a.v[i] & b.v[i]) != 0) << i;
+  return k;
+}
+// The selected lanes packed to the front in order, the rest zero.
+inline __m512i _mm512_maskz_compress_epi32(__mmask16 k, __m512i a) {
+  __m512i r{};
+  int n = 0;
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) r.v[n++] = a.v[i];
+  return r;
+}
 inline void _mm512_mask_storeu_epi32(void* p, __mmask16 k, __m512i a) {
   for (int i = 0; i < 16; ++i)
     if ((k >> i) & 1) std::memcpy(static_cast<int32_t*>(p) + i, &a.v[i], 4);

@@ -44,6 +44,52 @@ void pack_a_row_quads(const uint8_t* src, uint32_t flip4, int K, int slots, int 
 
 }  // namespace
 
+ListingRoom listing_room(int steps) {
+  thread_local AlignedBuffer storage;
+  const size_t entries = size_t(steps) + 16;
+  if (storage.size() < entries * 8) storage = AlignedBuffer(entries * 8);
+  return ListingRoom{reinterpret_cast<uint32_t*>(storage.data()),
+                     reinterpret_cast<int32_t*>(storage.data() + entries * 4)};
+}
+
+// Branch-free appends: zeros come in runs of any length.
+int append_nonzero_quads(const uint8_t* a, bool a_signed, int K, int first, int steps, ListingRoom room, int kept) {
+  const uint32_t flip4 = a_signed ? 0x80808080u : 0u;
+  const int full = K / 4;
+  for (int s = first; s < steps; ++s) {
+    uint32_t w;
+    if (s < full) {
+      std::memcpy(&w, a + 4 * s, 4);
+      w ^= flip4;
+    } else {
+      uint8_t quad[4] = {0, 0, 0, 0};  // zero past K, where B is zero-padded too
+      for (int i = 0; 4 * s + i < K; ++i) quad[i] = a[4 * s + i] ^ uint8_t(flip4);
+      std::memcpy(&w, quad, 4);
+    }
+    room.words[kept] = w;
+    room.steps[kept] = s;
+    kept += w != 0;
+  }
+  return kept;
+}
+
+NonzeroSteps nonzero_quads(const uint8_t* a, bool a_signed, int K, int k_padded) {
+  const ListingRoom room = listing_room(k_padded / 4);
+  return NonzeroSteps{room.words, room.steps, append_nonzero_quads(a, a_signed, K, 0, k_padded / 4, room, 0)};
+}
+
+NonzeroSteps nonzero_words(const uint32_t* words, int steps) {
+  const ListingRoom room = listing_room(steps);
+  int kept = 0;
+  for (int s = 0; s < steps; ++s) {
+    const uint32_t w = words[s];
+    room.words[kept] = w;
+    room.steps[kept] = s;
+    kept += w != 0;
+  }
+  return NonzeroSteps{room.words, room.steps, kept};
+}
+
 void pack_b_quads(const int8_t* b, int K, int N, int nr, PackedPanels& out) {
   pack_b_grouped<int8_t, 4>(b, K, N, nr, out);
 }

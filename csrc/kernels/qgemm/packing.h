@@ -22,4 +22,28 @@ void pack_b_pairs(const int8_t* b, int K, int N, int nr, PackedPanels& out);
 void pack_a_quads(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded,
                   int mr, uint8_t* tile);
 
+// The k steps of a GEMV that do any work. A step whose 32-bit A word (a quad, or an int16
+// pair) is zero adds nothing to any column, so the kernel skips its B rows: an M = 1 GEMV
+// is bound by reading B from L2, and rows with zeros (an image's background, ReLU outputs)
+// then read that much less.
+struct NonzeroSteps {
+  const uint32_t* words;  // the nonzero A words, in k order
+  const int32_t* steps;   // the step each came from
+  int count;
+};
+// Thread-local room for the listing of `steps` steps, plus 16 entries of slack in each
+// array (a vector store may write past the kept count). Valid until this thread's next call.
+struct ListingRoom {
+  uint32_t* words;
+  int32_t* steps;
+};
+ListingRoom listing_room(int steps);
+// Appends steps [first, steps) of one A row as quads (xor 0x80 first when a_signed; zero
+// past K) to room after its `kept` entries, the nonzero ones only; returns the new count.
+int append_nonzero_quads(const uint8_t* a, bool a_signed, int K, int first, int steps, ListingRoom room, int kept);
+// One row's nonzero quads, all steps listed by append_nonzero_quads.
+NonzeroSteps nonzero_quads(const uint8_t* a, bool a_signed, int K, int k_padded);
+// Words already laid out one per step (the AVX2 path's row widened to int16 pairs).
+NonzeroSteps nonzero_words(const uint32_t* words, int steps);
+
 }  // namespace pyrt

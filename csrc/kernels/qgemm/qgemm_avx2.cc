@@ -232,16 +232,18 @@ PYRT_AVX2 inline int32_t a_quad_tail(const uint8_t* a, int K, int s, uint32_t fl
   return load_u32(q);
 }
 
-// One row of A against P panels. Named accumulators for the reason tile_rows gives.
-template <int P, int Variant, typename ASource>
-PYRT_AVX2 void gemv_panels(const ASource& a_src, int N, const PackedPanels& b, int p, const Epilogue& ep) {
+// One row of A against P panels, over its nonzero steps only (see NonzeroSteps; with
+// every step listed the step is the loop counter). Named accumulators for the reason
+// tile_rows gives.
+template <int P, int Variant, bool EveryStep>
+PYRT_AVX2 void gemv_panels(const NonzeroSteps& a, int N, const PackedPanels& b, int p, const Epilogue& ep) {
   const __m256i z = _mm256_setzero_si256();
   __m256i c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
-  const int steps = b.k_padded / (Variant == kMaddQuads ? 4 : 2);
   const uint8_t* bp = b.panel(p);
   const size_t stride = b.panel_bytes;
-  for (int s = 0; s < steps; ++s) {
-    const int32_t a32 = a_src(s, 0);
+  for (int j = 0; j < a.count; ++j) {
+    const int32_t a32 = int32_t(a.words[j]);
+    const int s = EveryStep ? j : a.steps[j];
     __m256i b0, b1;
     load_step<Variant>(bp, s, b0, b1);
     row_step<Variant>(c00, c01, a32, b0, b1);
@@ -268,27 +270,36 @@ PYRT_AVX2 void gemv_panels(const ASource& a_src, int N, const PackedPanels& b, i
   if constexpr (P > 3) store(c30, c31, 3);
 }
 
-template <int Variant, typename ASource>
-void gemv_variant(const ASource& a_src, int N, const PackedPanels& b, int p0, int p1, const Epilogue& ep) {
+template <int Variant, bool EveryStep>
+void gemv_groups(const NonzeroSteps& a, int N, const PackedPanels& b, int p0, int p1, const Epilogue& ep) {
   int p = p0;
-  for (; p + 4 <= p1; p += 4) gemv_panels<4, Variant>(a_src, N, b, p, ep);
-  for (; p < p1; ++p) gemv_panels<1, Variant>(a_src, N, b, p, ep);
+  for (; p + 4 <= p1; p += 4) gemv_panels<4, Variant, EveryStep>(a, N, b, p, ep);
+  for (; p < p1; ++p) gemv_panels<1, Variant, EveryStep>(a, N, b, p, ep);
+}
+
+template <int Variant>
+void gemv_variant(const NonzeroSteps& a, int steps, int N, const PackedPanels& b, int p0, int p1,
+                  const Epilogue& ep) {
+  if (a.count == steps)
+    gemv_groups<Variant, true>(a, N, b, p0, p1, ep);
+  else
+    gemv_groups<Variant, false>(a, N, b, p0, p1, ep);
 }
 
 void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
           const Epilogue& ep) {
   if (b.variant == kMaddQuads) {
-    const uint32_t flip = a_signed ? 0x80808080u : 0u;
-    gemv_variant<kMaddQuads>(RowsQuadsA{a, 0, K, K / 4, flip}, N, b, p0, p1, ep);
+    gemv_variant<kMaddQuads>(nonzero_quads(a, a_signed, K, b.k_padded), b.k_padded / 4, N, b, p0, p1, ep);
     return;
   }
-  // The pair layout widens the row once, as pack_a does for a tile: every step then
-  // broadcasts one load instead of assembling a pair from two bytes.
+  // The pair layout widens the row once, as pack_a does for a tile, so that every step's
+  // word is one (k, k+1) int16 pair.
   thread_local AlignedBuffer widened;
   const size_t bytes = a_tile_bytes(b) / kMr;
   if (widened.size() < bytes) widened = AlignedBuffer(bytes);
   pack_a_rows16(a, 0, a_signed, 1, K, b.k_padded, widened.data());
-  gemv_variant<kWidePairs>(PackedRows16A{widened.data(), b.k_padded}, N, b, p0, p1, ep);
+  const auto* pairs = reinterpret_cast<const uint32_t*>(widened.data());
+  gemv_variant<kWidePairs>(nonzero_words(pairs, b.k_padded / 2), b.k_padded / 2, N, b, p0, p1, ep);
 }
 
 }  // namespace

@@ -125,29 +125,22 @@ void tile_band(const uint8_t* band, const int32_t* quad_offset, ptrdiff_t step, 
   tile_upto<kMr>(BandQuadsA{band, quad_offset, step, b.k_padded / 4}, b, panel, rows, cols, m0, n0, ep);
 }
 
-// P panels against one row read in place; the last partial quad of A is read bytewise
-// (zeros past K meet the zero padding of B).
-template <int P>
-PYRT_AVX512 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p,
-                             const Epilogue& ep) {
+// P panels against one row, over the row's nonzero quads only (see NonzeroSteps). With
+// every step listed the step is the loop counter: one load less per step.
+template <int P, bool EveryStep>
+PYRT_AVX512 void gemv_panels(const NonzeroSteps& a, int N, const PackedPanels& b, int p, const Epilogue& ep) {
   __m512i acc[P][2];
 #pragma GCC unroll 16
   for (int i = 0; i < P; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
-  const uint32_t flip = a_signed ? 0x80808080u : 0u;
-  const int steps = b.k_padded / 4, full = K / 4;
-  for (int s = 0; s < steps; ++s) {
-    uint32_t a32 = 0;
-    if (s < full) {
-      a32 = uint32_t(load_u32(a + s * 4));
-    } else {
-      std::memcpy(&a32, a + s * 4, K - s * 4);
-    }
-    const __m512i av = _mm512_set1_epi32(int32_t(a32 ^ flip));
+  const uint8_t* bp = b.panel(p);
+  for (int j = 0; j < a.count; ++j) {
+    const __m512i av = _mm512_set1_epi32(int32_t(a.words[j]));
+    const uint8_t* step = bp + ptrdiff_t(EveryStep ? j : a.steps[j]) * 128;
 #pragma GCC unroll 16
     for (int i = 0; i < P; ++i) {
-      const uint8_t* bp = b.panel(p + i) + s * 128;
-      acc[i][0] = dpbusd(acc[i][0], av, load(bp));
-      acc[i][1] = dpbusd(acc[i][1], av, load(bp + 64));
+      const uint8_t* bs = step + i * b.panel_bytes;
+      acc[i][0] = dpbusd(acc[i][0], av, load(bs));
+      acc[i][1] = dpbusd(acc[i][1], av, load(bs + 64));
     }
   }
 #pragma GCC unroll 16
@@ -158,11 +151,39 @@ PYRT_AVX512 void gemv_panels(const uint8_t* a, bool a_signed, int K, int N, cons
   }
 }
 
+// The row's nonzero quads (NonzeroSteps), sixteen steps per compare. The compress goes
+// through a register: vpcompressd to memory is microcoded and slow on Zen 4.
+PYRT_AVX512 NonzeroSteps list_nonzero_quads(const uint8_t* a, bool a_signed, int K, int k_padded) {
+  const int steps = k_padded / 4;
+  const ListingRoom room = listing_room(steps);
+  const __m512i flip = _mm512_set1_epi32(a_signed ? int32_t(0x80808080u) : 0);
+  __m512i ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int kept = 0, s = 0;
+  for (; s + 16 <= K / 4; s += 16) {
+    const __m512i w = _mm512_xor_si512(load(a + 4 * s), flip);
+    const __mmask16 nonzero = _mm512_test_epi32_mask(w, w);
+    _mm512_storeu_si512(room.words + kept, _mm512_maskz_compress_epi32(nonzero, w));
+    _mm512_storeu_si512(room.steps + kept, _mm512_maskz_compress_epi32(nonzero, ids));
+    kept += __builtin_popcount(nonzero);
+    ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
+  }
+  return NonzeroSteps{room.words, room.steps, append_nonzero_quads(a, a_signed, K, s, steps, room, kept)};
+}
+
+template <bool EveryStep>
+void gemv_groups(const NonzeroSteps& listed, int N, const PackedPanels& b, int p0, int p1, const Epilogue& ep) {
+  int p = p0;
+  for (; p + 4 <= p1; p += 4) gemv_panels<4, EveryStep>(listed, N, b, p, ep);
+  for (; p < p1; ++p) gemv_panels<1, EveryStep>(listed, N, b, p, ep);
+}
+
 void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, int p0, int p1,
           const Epilogue& ep) {
-  int p = p0;
-  for (; p + 4 <= p1; p += 4) gemv_panels<4>(a, a_signed, K, N, b, p, ep);
-  for (; p < p1; ++p) gemv_panels<1>(a, a_signed, K, N, b, p, ep);
+  const NonzeroSteps listed = list_nonzero_quads(a, a_signed, K, b.k_padded);
+  if (listed.count == b.k_padded / 4)
+    gemv_groups<true>(listed, N, b, p0, p1, ep);
+  else
+    gemv_groups<false>(listed, N, b, p0, p1, ep);
 }
 
 // In place up to 8 panels (256 columns): on Zen 4 e.g. 196x1152x128 went from 58-75% of
