@@ -29,6 +29,11 @@ def quantize_inputs(rng, n=1000):
     # exact ties (k + 0.5) * s, NaN and the infinities
     x[:8] = (np.arange(-4, 4) + 0.5).astype(np.float32) * np.float32(0.25)
     x[8:11] = [np.nan, np.inf, -np.inf]
+    # ties at and beside every clamp bound less the zero points used below, huge, tiny
+    # (subnormal) and negative zero: the kernels may clamp before or after rounding
+    edges = [-256.5, -255.5, -131.5, -130.5, -129.5, -128.5, -127.5, -125.5, 124.5, 126.5, 127.5, 128.5,
+             129.5, 254.5, 255.5, 256.5, 1e30, -1e30, 1e-40, -0.0]
+    x[11:11 + len(edges)] = np.array(edges, np.float32) * np.float32(0.25)
     return x
 
 
