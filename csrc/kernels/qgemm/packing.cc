@@ -42,6 +42,14 @@ void pack_a_row_quads(const uint8_t* src, uint32_t flip4, int K, int slots, int 
   }
 }
 
+// Appends step s's word, keeping it only when nonzero: branch-free, since zeros come in
+// runs of any length.
+inline int keep_nonzero(ListingRoom room, int kept, uint32_t w, int s) {
+  room.words[kept] = w;
+  room.steps[kept] = s;
+  return kept + (w != 0);
+}
+
 }  // namespace
 
 ListingRoom listing_room(int steps) {
@@ -52,7 +60,6 @@ ListingRoom listing_room(int steps) {
                      reinterpret_cast<int32_t*>(storage.data() + entries * 4)};
 }
 
-// Branch-free appends: zeros come in runs of any length.
 int append_nonzero_quads(const uint8_t* a, bool a_signed, int K, int first, int steps, ListingRoom room, int kept) {
   const uint32_t flip4 = a_signed ? 0x80808080u : 0u;
   const int full = K / 4;
@@ -66,9 +73,7 @@ int append_nonzero_quads(const uint8_t* a, bool a_signed, int K, int first, int 
       for (int i = 0; 4 * s + i < K; ++i) quad[i] = a[4 * s + i] ^ uint8_t(flip4);
       std::memcpy(&w, quad, 4);
     }
-    room.words[kept] = w;
-    room.steps[kept] = s;
-    kept += w != 0;
+    kept = keep_nonzero(room, kept, w, s);
   }
   return kept;
 }
@@ -81,12 +86,7 @@ NonzeroSteps nonzero_quads(const uint8_t* a, bool a_signed, int K, int k_padded)
 NonzeroSteps nonzero_words(const uint32_t* words, int steps) {
   const ListingRoom room = listing_room(steps);
   int kept = 0;
-  for (int s = 0; s < steps; ++s) {
-    const uint32_t w = words[s];
-    room.words[kept] = w;
-    room.steps[kept] = s;
-    kept += w != 0;
-  }
+  for (int s = 0; s < steps; ++s) kept = keep_nonzero(room, kept, words[s], s);
   return NonzeroSteps{room.words, room.steps, kept};
 }
 
