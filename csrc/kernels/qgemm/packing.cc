@@ -1,5 +1,7 @@
 #include "packing.h"
 
+#include <emmintrin.h>
+
 #include <cstring>
 
 namespace pyrt {
@@ -101,8 +103,32 @@ void pack_a_quads(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int 
   const uint32_t flip4 = a_signed ? 0x80808080u : 0u;
   const int slots = k_padded / 4;
   uint32_t* dst = reinterpret_cast<uint32_t*>(tile);
-  for (int r = 0; r < rows; ++r) pack_a_row_quads(a + r * lda, flip4, K, slots, mr, dst + r);
-  for (int r = rows; r < mr; ++r)
+  // Four rows by four quads at a time, transposed in registers (SSE2, every x86-64): the
+  // quad-by-quad loop was 2-3% of a 64x784x512 GEMM.
+  const __m128i flip = _mm_set1_epi32(int32_t(flip4));
+  const int full4 = K / 16 * 4;  // quads in whole 16-byte runs
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const uint8_t* row0 = a + r * lda;
+    for (int j = 0; j < full4; j += 4) {
+      auto load = [&](int i) {
+        return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row0 + i * lda + 4 * j)), flip);
+      };
+      const __m128i x0 = load(0), x1 = load(1), x2 = load(2), x3 = load(3);
+      const __m128i t0 = _mm_unpacklo_epi32(x0, x1), t1 = _mm_unpacklo_epi32(x2, x3);
+      const __m128i t2 = _mm_unpackhi_epi32(x0, x1), t3 = _mm_unpackhi_epi32(x2, x3);
+      auto store = [&](int q, __m128i v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + size_t(j + q) * mr + r), v); };
+      store(0, _mm_unpacklo_epi64(t0, t1));
+      store(1, _mm_unpackhi_epi64(t0, t1));
+      store(2, _mm_unpacklo_epi64(t2, t3));
+      store(3, _mm_unpackhi_epi64(t2, t3));
+    }
+    for (int i = 0; i < 4; ++i)
+      pack_a_row_quads(a + (r + i) * lda + 4 * full4, flip4, K - 4 * full4, slots - full4, mr,
+                       dst + size_t(full4) * mr + r + i);
+  }
+  for (; r < rows; ++r) pack_a_row_quads(a + r * lda, flip4, K, slots, mr, dst + r);
+  for (; r < mr; ++r)
     for (int j = 0; j < slots; ++j) dst[size_t(j) * mr + r] = 0;
 }
 
