@@ -46,7 +46,6 @@ import itertools
 import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,12 +204,7 @@ def _check(case: Case, out: np.ndarray, zoo, x: np.ndarray) -> str:
 
 def _calibrate(call) -> tuple[int, int]:
     """(iterations per round, rounds) for ~ROUND_MIN_S rounds within BUDGET_S."""
-    t0 = time.perf_counter()
-    n = 0
-    while n < 3 or time.perf_counter() - t0 < 0.05:  # warm-up, also the estimate
-        call()
-        n += 1
-    per = (time.perf_counter() - t0) / n
+    per = peers.per_call_s(call)
     iterations = max(1, int(np.ceil(ROUND_MIN_S / per)))
     rounds = int(min(MAX_ROUNDS, max(15, BUDGET_S / (per * iterations))))
     return iterations, rounds
@@ -227,11 +221,10 @@ def test_model(case: Case, benchmark, zoo, relu_path, models_report):
         pytest.skip(res.status)
     if case.model.startswith("relu"):
         path = relu_path
-        x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+        feeds = [{"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)}]
     else:
         path = zoo.path(FORMATS[case.fmt])
-        x = None
-    feeds = [{"x": x}] if x is not None else _feeds(case.batch)
+        feeds = _feeds(case.batch)
     x = feeds[0]["x"]
     try:
         call, close = _make_runner(case.runtime, path, case.threads, feeds)
@@ -281,9 +274,7 @@ def test_paired_ratio(key, dense, zoo, models_report):
     try:
         for runtime in ("pyruntime", "onnxruntime"):
             runners.append(_make_runner(runtime, path, threads, feeds))
-        calls = [r[0] for r in runners]
-        iters = tuple(_calibrate(c)[0] for c in calls)
-        ratios = peers.paired_ratios(calls[0], calls[1], iters, BUDGET_S, 15)
+        ratios = peers.paired_ratios(runners[0][0], runners[1][0], ROUND_MIN_S, BUDGET_S, 15)
     finally:
         for _, close in runners:
             close()

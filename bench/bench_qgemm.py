@@ -108,12 +108,6 @@ def _multiplier(shape: tuple, weights: str) -> float:
 PAIRED_BUDGET_S = 3.0
 
 
-def _time_one(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return max(time.perf_counter() - t0, 1e-7)
-
-
 def _warmup(fn, min_calls: int = 2, min_time: float = 0.05, max_calls: int = 200) -> None:
     t0 = time.perf_counter()
     for i in range(max_calls):
@@ -214,11 +208,8 @@ def test_paired_vs_ort(shape, path, cpu):
     packed = _packed(shape, "full")
     ort_run, close = peers.ort_matmul_integer(a, b, 1)
     try:
-        runs = [lambda: ops.qgemm(a, packed, threads=1, isa=path), ort_run]
-        for fn in runs:
-            _warmup(fn)
-        per_round = tuple(max(1, int(np.ceil(2e-3 / _time_one(fn)))) for fn in runs)  # rounds of >= ~2 ms
-        ratios = peers.paired_ratios(runs[0], runs[1], per_round, PAIRED_BUDGET_S, 7)
+        ours = lambda: ops.qgemm(a, packed, threads=1, isa=path)  # noqa: E731
+        ratios = peers.paired_ratios(ours, ort_run, 2e-3, PAIRED_BUDGET_S, 7)  # rounds of ~2 ms
     finally:
         close()
     rep.PAIRED[(shape, path)] = (float(np.median(ratios)), len(ratios))

@@ -75,12 +75,28 @@ def torch_linear_fp32(a: np.ndarray, b: np.ndarray, threads: int):
     return run, close
 
 
-def paired_ratios(ours, peer, per_round: tuple, budget_s: float, min_pairs: int) -> list:
-    """Rounds of `per_round[0]` calls of ours and `per_round[1]` of peer, alternating (the
-    order flips every pair) for budget_s seconds and at least min_pairs pairs; returns each
-    pair's ratio of per-call times, peer / ours. Both halves of a pair see the same
-    neighbours on a shared machine, which sequential rows do not."""
+def per_call_s(fn, warmup_s: float = 0.05) -> float:
+    """Seconds per call of fn, from at least 3 calls filling ~warmup_s (they warm it up too)."""
+    t0 = time.perf_counter()
+    n = 0
+    while n < 3 or time.perf_counter() - t0 < warmup_s:
+        fn()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def calls_per_round(fn, round_s: float) -> int:
+    """Calls of fn that fill a round of about round_s (at least one), fn warmed up."""
+    return max(1, int(np.ceil(round_s / per_call_s(fn))))
+
+
+def paired_ratios(ours, peer, round_s: float, budget_s: float, min_pairs: int) -> list:
+    """Rounds of about round_s of ours and of peer, alternating (the order flips every pair)
+    for budget_s seconds and at least min_pairs pairs; returns each pair's ratio of per-call
+    times, peer / ours. Both halves of a pair see the same neighbours on a shared machine,
+    which sequential rows do not."""
     calls = (ours, peer)
+    per_round = (calls_per_round(ours, round_s), calls_per_round(peer, round_s))
     ratios, deadline = [], time.perf_counter() + budget_s
     gc.collect()
     gc.disable()
