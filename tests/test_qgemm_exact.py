@@ -180,11 +180,12 @@ def test_extreme_values_and_zero_points(isa):
     assert not failures, f"{len(failures)} of {len(_extreme_cache)} fail on {isa}:\n" + "\n".join(failures[:20])
 
 
-def _zero_word_rows(rng, K: int, a_dtype) -> dict[str, np.ndarray]:
-    """One-row A operands whose k steps are often zero words (skipped by the GEMV): the
-    zero of an s8 row is -128 (flipped to u8 0 on the way in)."""
+def _zero_word_rows(rng, M: int, K: int, a_dtype) -> dict[str, np.ndarray]:
+    """A operands of M rows whose k steps are often zero words in every row (skipped by the
+    GEMV, and by the GEMM tiles): the zero of an s8 row is -128 (flipped to u8 0 on the
+    way in)."""
     zero = 0 if a_dtype == U8 else -128
-    dense = rand_int8(rng, (1, K), a_dtype)
+    dense = rand_int8(rng, (M, K), a_dtype)
     dense[dense == zero] = zero + 1  # no accidental zero words
     rows = {"dense": dense}
     border = dense.copy()  # an image's background: zero runs at both ends and in between
@@ -195,37 +196,59 @@ def _zero_word_rows(rng, K: int, a_dtype) -> dict[str, np.ndarray]:
     alternate = dense.copy()
     alternate[:, (np.arange(K) // 4) % 2 == 0] = zero  # every other quad
     rows["alternate quads"] = alternate
-    rows["all zero"] = np.full((1, K), zero, a_dtype)
-    last = np.full((1, K), zero, a_dtype)  # only the ragged last step is nonzero
-    last[0, -1] = zero + 3
+    rows["all zero"] = np.full((M, K), zero, a_dtype)
+    last = np.full((M, K), zero, a_dtype)  # only the ragged last step is nonzero
+    last[:, -1] = zero + 3
     rows["last only"] = last
     scattered = dense.copy()  # single zero bytes: no quad is all zero
     scattered[:, ::3] = zero
     rows["scattered bytes"] = scattered
+    if M > 1:  # one row keeps a few steps that all the others have zero
+        lone = border.copy()
+        lone[M // 2, [0, K // 3 - 1, K // 2 + 4, K - 1]] = zero + 7
+        rows["one row breaks the zeros"] = lone
+        first_only = np.full((M, K), zero, a_dtype)  # the first step only, in the last row
+        first_only[-1, 0] = zero + 1
+        rows["first step, last row"] = first_only
     return rows
 
 
-@pytest.mark.parametrize("isa", path_params())
-def test_gemv_zero_words_are_skipped_exactly(isa):
-    """An M = 1 GEMV reads B only for the k steps whose A word is nonzero; rows full of
-    zero runs must give the reference's bits on every path, layout and thread count."""
-    rng = np.random.default_rng(4321)
+def _zero_step_failures(rng, isa, shapes):
     failures, cases = [], 0
-    for K, N in ((784, 512), (257, 33), (9, 10), (1030, 160)):
+    for M, K, N in shapes:
         for a_dt in (U8, S8):
             for small in (False, True):  # AVX2: the pair layout, then the quad layout
                 b = small_weights(rng, (K, N), S8) if small else rand_int8(rng, (K, N), S8)
-                for name, a in _zero_word_rows(rng, K, a_dt).items():
+                for name, a in _zero_word_rows(rng, M, K, a_dt).items():
                     cfg = Config(a=a, b=b, a_zero_point=int(rand_int8(rng, (), a_dt)),
                                  b_zero_point=np.int8(3), bias=np.arange(N, dtype=np.int32) - 7,
                                  multiplier=np.float32(1e-3), out_zero_point=5, out_dtype=U8,
-                                 label=f"K={K} N={N} {a_dt} {name}{' small w' if small else ''}")
+                                 label=f"M={M} K={K} N={N} {a_dt} {name}{' small w' if small else ''}")
                     packed, exp = cfg.pack(), cfg.expected()
                     for threads in (1, 2):
                         cases += 1
                         got = cfg.run(packed, isa=isa, threads=threads)
                         if not same_bits(got, exp):
                             failures.append(f"{cfg.describe()} threads={threads}: {mismatch_report(got, exp, 3)}")
+    return failures, cases
+
+
+@pytest.mark.parametrize("isa", path_params())
+def test_gemv_zero_words_are_skipped_exactly(isa):
+    """An M = 1 GEMV reads B only for the k steps whose A word is nonzero; rows full of
+    zero runs must give the reference's bits on every path, layout and thread count."""
+    failures, cases = _zero_step_failures(np.random.default_rng(4321), isa,
+                                          ((1, 784, 512), (1, 257, 33), (1, 9, 10), (1, 1030, 160)))
+    assert not failures, f"{len(failures)} of {cases} fail on {isa}:\n" + "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize("isa", path_params())
+def test_gemm_zero_steps_are_skipped_exactly(isa):
+    """A packed GEMM tile drops the k steps that are zero in all its rows; the kept steps
+    must still meet their own B rows. Full and ragged tiles, ragged K, and columns both
+    past and within the in-place limit, against the reference's bits."""
+    failures, cases = _zero_step_failures(np.random.default_rng(8765), isa,
+                                          ((12, 784, 300), (13, 257, 512), (30, 9, 290), (5, 130, 40)))
     assert not failures, f"{len(failures)} of {cases} fail on {isa}:\n" + "\n".join(failures[:20])
 
 

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <emmintrin.h>
+
 #include "pyruntime/qgemm.h"
 
 namespace pyrt {
@@ -21,6 +23,35 @@ void pack_b_pairs(const int8_t* b, int K, int N, int nr, PackedPanels& out);
 // zero. (The AVX2 pair layout widens A with its own vector code.)
 void pack_a_quads(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int k_padded,
                   int mr, uint8_t* tile);
+
+// Drops the steps of a packed quad tile (pack_a_quads; a step is Mr quads) that are zero
+// in every row: such a step adds nothing to any column, so the kernel skips it and its B
+// rows (an image's background runs through many images at once). The kept steps move to
+// the front in k order; step_of[i] (room for `slots`) is the step slot i came from.
+// Returns how many were kept.
+template <int Mr>
+int compact_nonzero_steps(uint8_t* tile, int slots, int32_t* step_of) {
+  static_assert(Mr % 4 == 0, "a step is a whole number of 16-byte vectors");
+  constexpr int kVectors = Mr / 4;
+  auto* steps = reinterpret_cast<__m128i*>(tile);
+  auto is_zero = [](const __m128i* v) {
+    __m128i any = v[0];
+    for (int i = 1; i < kVectors; ++i) any = _mm_or_si128(any, v[i]);
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(any, _mm_setzero_si128())) == 0xFFFF;
+  };
+  // Up to the first zero step nothing moves: the common case, and the whole of a dense tile.
+  int s = 0;
+  for (; s < slots && !is_zero(steps + s * kVectors); ++s) step_of[s] = s;
+  int kept = s;
+  for (; s < slots; ++s) {
+    __m128i v[kVectors];
+    for (int i = 0; i < kVectors; ++i) v[i] = _mm_loadu_si128(steps + s * kVectors + i);
+    for (int i = 0; i < kVectors; ++i) _mm_storeu_si128(steps + kept * kVectors + i, v[i]);
+    step_of[kept] = s;
+    kept += !is_zero(v);
+  }
+  return kept;
+}
 
 // The k steps of a GEMV that do any work. A step whose 32-bit A word (a quad, or an int16
 // pair) is zero adds nothing to any column, so the kernel skips its B rows: an M = 1 GEMV

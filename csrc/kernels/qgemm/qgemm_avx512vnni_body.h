@@ -16,28 +16,40 @@ void pack_b(const int8_t* b, int K, int N, PackedPanels& out) {
   out.variant = 0;
 }
 
-size_t a_tile_bytes(const PackedPanels& b) { return size_t(b.k_padded) * kMr; }
+// A packed tile: its nonzero steps' quads, [listed][kMr][4] u8 (compact_nonzero_steps),
+// then the step each came from, then how many there are.
+size_t step_list_offset(const PackedPanels& b) { return size_t(b.k_padded) * kMr; }
+
+size_t a_tile_bytes(const PackedPanels& b) {
+  return size_t(round_up(int(step_list_offset(b)) + 4 * (b.k_padded / 4 + 1), 64));
+}
 
 void pack_a(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, const PackedPanels& b,
             uint8_t* tile) {
   pack_a_quads(a, lda, a_signed, rows, K, b.k_padded, kMr, tile);
+  const int slots = b.k_padded / 4;
+  auto* step_of = reinterpret_cast<int32_t*>(tile + step_list_offset(b));
+  step_of[slots] = compact_nonzero_steps<kMr>(tile, slots, step_of);
 }
 
 // Where A comes from: a packed tile, or the rows themselves (for GEMMs with so few
-// columns that packing A would cost more than it saves). `full` steps read whole quads;
-// the rest (a ragged end of K, rows read in place only) go through tail().
-struct PackedQuadsA {  // [k/4][kMr][4] u8
+// columns that packing A would cost more than it saves). Of its `steps` steps, the first
+// `full` read whole quads; the rest (a ragged end of K, rows read in place only) go
+// through tail(). Step s meets B's step b_step(s).
+struct PackedQuadsA {  // [listed][kMr][4] u8: the tile's nonzero steps (see pack_a)
   const uint8_t* tile;
-  int full;
+  const int32_t* step_of;
+  int full, steps;
   PYRT_AVX512 __m512i operator()(int s, int r) const { return _mm512_set1_epi32(load_u32(tile + (s * kMr + r) * 4)); }
   PYRT_AVX512 __m512i tail(int s, int r) const { return (*this)(s, r); }
+  PYRT_AVX512 int b_step(int s) const { return step_of[s]; }
 };
 
 template <bool Flip>  // s8 rows become A' (xor 0x80) on the way in
 struct RowsQuadsA {
   const uint8_t* a;
   ptrdiff_t lda;
-  int K, full;
+  int K, full, steps;
   PYRT_AVX512 __m512i operator()(int s, int r) const {
     const __m512i v = _mm512_set1_epi32(load_u32(a + r * lda + 4 * s));
     return Flip ? _mm512_xor_si512(v, _mm512_set1_epi32(int32_t(0x80808080u))) : v;
@@ -49,6 +61,7 @@ struct RowsQuadsA {
     for (int k = 4 * s; k < K; ++k) q[k - 4 * s] = uint8_t(a[r * lda + k] ^ (Flip ? 0x80 : 0));
     return _mm512_set1_epi32(load_u32(q));
   }
+  PYRT_AVX512 int b_step(int s) const { return s; }
 };
 
 // A direct convolution's rows read from its padded band (QgemmKernels::tile_band).
@@ -56,11 +69,12 @@ struct BandQuadsA {
   const uint8_t* band;
   const int32_t* quad_offset;
   ptrdiff_t step;
-  int full;
+  int full, steps;
   PYRT_AVX512 __m512i operator()(int s, int r) const {
     return _mm512_set1_epi32(load_u32(band + quad_offset[s] + r * step));
   }
   PYRT_AVX512 __m512i tail(int s, int r) const { return (*this)(s, r); }
+  PYRT_AVX512 int b_step(int s) const { return s; }
 };
 
 template <int R, typename ASource>
@@ -70,11 +84,11 @@ PYRT_AVX512 void tile_rows(const ASource& a_src, const PackedPanels& b, int pane
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   const uint8_t* bp = b.panel(panel);
-  const int steps = b.k_padded / 4;
 // Two k steps per iteration: +4% of peak on Zen 4 (more only grew the code).
 #pragma GCC unroll 2
   for (int s = 0; s < a_src.full; ++s) {
-    const __m512i b0 = load(bp + s * 128), b1 = load(bp + s * 128 + 64);
+    const uint8_t* bs = bp + ptrdiff_t(a_src.b_step(s)) * 128;
+    const __m512i b0 = load(bs), b1 = load(bs + 64);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512i a = a_src(s, r);
@@ -82,8 +96,9 @@ PYRT_AVX512 void tile_rows(const ASource& a_src, const PackedPanels& b, int pane
       acc[r][1] = dpbusd(acc[r][1], a, b1);
     }
   }
-  for (int s = a_src.full; s < steps; ++s) {
-    const __m512i b0 = load(bp + s * 128), b1 = load(bp + s * 128 + 64);
+  for (int s = a_src.full; s < a_src.steps; ++s) {
+    const uint8_t* bs = bp + ptrdiff_t(a_src.b_step(s)) * 128;
+    const __m512i b0 = load(bs), b1 = load(bs + 64);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512i a = a_src.tail(s, r);
@@ -109,20 +124,23 @@ void tile_upto(const ASource& a_src, const PackedPanels& b, int panel, int rows,
 
 void tile(const uint8_t* a_tile, const PackedPanels& b, int panel, int rows, int cols, int m0, int n0,
           const Epilogue& ep) {
-  tile_upto<kMr>(PackedQuadsA{a_tile, b.k_padded / 4}, b, panel, rows, cols, m0, n0, ep);
+  const int slots = b.k_padded / 4;
+  const auto* step_of = reinterpret_cast<const int32_t*>(a_tile + step_list_offset(b));
+  const int listed = step_of[slots];
+  tile_upto<kMr>(PackedQuadsA{a_tile, step_of, listed, listed}, b, panel, rows, cols, m0, n0, ep);
 }
 
 void tile_inplace(const uint8_t* a, ptrdiff_t lda, bool a_signed, int K, const PackedPanels& b, int panel, int rows,
                   int cols, int m0, int n0, const Epilogue& ep) {
   if (a_signed)
-    tile_upto<kMr>(RowsQuadsA<true>{a, lda, K, K / 4}, b, panel, rows, cols, m0, n0, ep);
+    tile_upto<kMr>(RowsQuadsA<true>{a, lda, K, K / 4, b.k_padded / 4}, b, panel, rows, cols, m0, n0, ep);
   else
-    tile_upto<kMr>(RowsQuadsA<false>{a, lda, K, K / 4}, b, panel, rows, cols, m0, n0, ep);
+    tile_upto<kMr>(RowsQuadsA<false>{a, lda, K, K / 4, b.k_padded / 4}, b, panel, rows, cols, m0, n0, ep);
 }
 
 void tile_band(const uint8_t* band, const int32_t* quad_offset, ptrdiff_t step, const PackedPanels& b, int panel,
                int rows, int cols, int m0, int n0, const Epilogue& ep) {
-  tile_upto<kMr>(BandQuadsA{band, quad_offset, step, b.k_padded / 4}, b, panel, rows, cols, m0, n0, ep);
+  tile_upto<kMr>(BandQuadsA{band, quad_offset, step, b.k_padded / 4, b.k_padded / 4}, b, panel, rows, cols, m0, n0, ep);
 }
 
 // P panels against one row, over the row's nonzero quads only (see NonzeroSteps). With
