@@ -210,6 +210,17 @@ def _zero_word_rows(rng, M: int, K: int, a_dtype) -> dict[str, np.ndarray]:
         first_only = np.full((M, K), zero, a_dtype)  # the first step only, in the last row
         first_only[-1, 0] = zero + 1
         rows["first step, last row"] = first_only
+        # Rows that disagree on where their zeros are, as a batch of images does: the GEMM
+        # regroups them so that each tile's rows share their zero steps.
+        halves = dense.copy()
+        halves[0::2, :K // 2] = zero
+        halves[1::2, K // 2:] = zero
+        rows["alternating halves"] = halves
+        ragged = dense.copy()
+        for r, (lead, tail) in enumerate(rng.integers(0, K // 2, (M, 2))):
+            ragged[r, :lead] = zero
+            ragged[r, K - tail:] = zero
+        rows["ragged margins"] = ragged
     return rows
 
 
@@ -244,11 +255,14 @@ def test_gemv_zero_words_are_skipped_exactly(isa):
 
 @pytest.mark.parametrize("isa", path_params())
 def test_gemm_zero_steps_are_skipped_exactly(isa):
-    """A packed GEMM tile drops the k steps that are zero in all its rows; the kept steps
-    must still meet their own B rows. Full and ragged tiles, ragged K, and columns both
-    past and within the in-place limit, against the reference's bits."""
+    """A packed GEMM tile drops the k steps that are zero in all its rows, and the rows are
+    regrouped so that tiles share more of them; the kept steps must still meet their own B
+    rows and each row land in its own C row (and row sum, b_zero_point being 3). Full and
+    ragged tiles, ragged K, columns both past and within the in-place limit, against the
+    reference's bits."""
     failures, cases = _zero_step_failures(np.random.default_rng(8765), isa,
-                                          ((12, 784, 300), (13, 257, 512), (30, 9, 290), (5, 130, 40)))
+                                          ((12, 784, 300), (13, 257, 512), (30, 9, 290), (5, 130, 40),
+                                           (64, 784, 288), (200, 130, 300)))
     assert not failures, f"{len(failures)} of {cases} fail on {isa}:\n" + "\n".join(failures[:20])
 
 

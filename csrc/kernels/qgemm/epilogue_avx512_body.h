@@ -37,9 +37,10 @@ struct Store16 {
 
   // Row m.
   PYRT_AVX512 void operator()(__m512i acc, int m) const {
+    const int row = ep->row_of ? ep->row_of[m] : m;
     acc = _mm512_add_epi32(acc, corr);
-    if (ep->row_sums) acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->row_sums[m]), b_zp));
-    const ptrdiff_t at = ptrdiff_t(m) * ep->ldc + n0;
+    if (ep->row_sums) acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->row_sums[row]), b_zp));
+    const ptrdiff_t at = ptrdiff_t(row) * ep->ldc + n0;
     if (ep->out == OutKind::i32) return _mm512_mask_storeu_epi32(static_cast<int32_t*>(ep->c) + at, mask, acc);
     const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
     if (ep->out == OutKind::f32) return _mm512_mask_storeu_ps(static_cast<float*>(ep->c) + at, mask, v);

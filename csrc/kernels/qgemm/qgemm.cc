@@ -12,6 +12,7 @@
 #include "pyruntime/errors.h"
 #include "qgemm_kernels.h"
 #include "requant.h"
+#include "row_groups.h"
 
 namespace pyrt {
 
@@ -67,12 +68,12 @@ namespace {
 
 // Per-thread scratch that only grows: no allocation on the steady-state call path.
 uint8_t* scratch(int slot, size_t bytes) {
-  thread_local AlignedBuffer buffers[3];
+  thread_local AlignedBuffer buffers[5];
   AlignedBuffer& b = buffers[slot];
   if (b.size() < bytes) b = AlignedBuffer(std::max(bytes, b.size() * 2));
   return b.data();
 }
-enum ScratchSlot { kEpilogueArrays = 0, kRowSums = 1, kPackedA = 2 };
+enum ScratchSlot { kEpilogueArrays = 0, kRowSums = 1, kPackedA = 2, kRowOf = 3, kGatheredRows = 4 };
 
 constexpr int kRowsPerBlock = 96;            // rows of A packed per task (fits L2 with a B block)
 constexpr size_t kBBlockBytes = 256 * 1024;  // panels of B walked together, L2-resident
@@ -234,16 +235,32 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms
       return;
     }
     uint8_t* a_packed = scratch(kPackedA, tile_bytes * (rows_per_block / mr));
+    // Each task groups its own block's rows (the same grouping in every task of a block),
+    // so the row map is per thread and indexed by absolute row.
+    int32_t* row_of = kern.skips_zero_steps ? reinterpret_cast<int32_t*>(scratch(kRowOf, size_t(M) * 4)) : nullptr;
+    Epilogue grouped_ep = ep;
+    grouped_ep.row_of = row_of;
     for (int t = t0; t < t1; ++t) {
       const int mb = t / n_chunks, nc = t % n_chunks;
       int m_begin, m_end;
       block_rows(mb, m_begin, m_end);
       const int tiles = (m_end - m_begin + mr - 1) / mr;
+      const bool grouped = row_of && group_rows_by_zero_steps(a + m_begin * args.lda, args.lda, args.a_signed,
+                                                              m_end - m_begin, K, mr, row_of + m_begin);
+      uint8_t* gathered = grouped ? scratch(kGatheredRows, size_t(mr) * K + 16) : nullptr;
       for (int i = 0; i < tiles; ++i) {
-        const int m0 = m_begin + i * mr;
-        kern.pack_a(a + m0 * args.lda, args.lda, args.a_signed, std::min(mr, m_end - m0), K, pb,
-                    a_packed + i * tile_bytes);
+        const int m0 = m_begin + i * mr, rows = std::min(mr, m_end - m0);
+        if (!grouped) {
+          kern.pack_a(a + m0 * args.lda, args.lda, args.a_signed, rows, K, pb, a_packed + i * tile_bytes);
+          continue;
+        }
+        for (int r = 0; r < rows; ++r) {
+          row_of[m0 + r] += m_begin;  // block-relative -> absolute
+          std::memcpy(gathered + size_t(r) * K, a + ptrdiff_t(row_of[m0 + r]) * args.lda, size_t(K));
+        }
+        kern.pack_a(gathered, K, args.a_signed, rows, K, pb, a_packed + i * tile_bytes);
       }
+      const Epilogue& block_ep = grouped ? grouped_ep : ep;
       const int p_begin = int(int64_t(panels) * nc / n_chunks), p_end = int(int64_t(panels) * (nc + 1) / n_chunks);
       for (int pb0 = p_begin; pb0 < p_end; pb0 += panels_per_b_block) {
         const int pb1 = std::min(p_end, pb0 + panels_per_b_block);
@@ -251,7 +268,7 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms
           const int m0 = m_begin + i * mr, rows = std::min(mr, m_end - m0);
           for (int p = pb0; p < pb1; ++p) {
             const int n0 = p * pb.nr;
-            kern.tile(a_packed + i * tile_bytes, pb, p, rows, std::min(pb.nr, N - n0), m0, n0, ep);
+            kern.tile(a_packed + i * tile_bytes, pb, p, rows, std::min(pb.nr, N - n0), m0, n0, block_ep);
           }
         }
       }

@@ -207,5 +207,5 @@ void gemv(const uint8_t* a, bool a_signed, int K, int N, const PackedPanels& b, 
 // In place up to 8 panels (256 columns): on Zen 4 e.g. 196x1152x128 went from 58-75% of
 // the peak packed to ~90% in place; at 1024 columns packing A is as good.
 QgemmKernels kernels() {
-  return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv, tile_inplace, 8, tile_band};
+  return QgemmKernels{kMr, kNr, pack_b, a_tile_bytes, pack_a, tile, gemv, tile_inplace, 8, tile_band, true};
 }

@@ -29,6 +29,9 @@ struct Epilogue {
   const float* add_col = nullptr;  // N (padded like the other columns), or null: no Add
   float add_mult = 0, add_lo_f = 0, add_hi_f = 0;  // the bounds less add_out_zp
   int32_t add_in_zp = 0, add_out_zp = 0;
+  // GEMM row m is C row (and row_sums entry) row_of[m], or m where null: the driver's
+  // row grouping (row_groups.h), set only for kernels with skips_zero_steps.
+  const int32_t* row_of = nullptr;
 };
 
 struct QgemmKernels {
@@ -60,6 +63,9 @@ struct QgemmKernels {
   // quads may point anywhere readable). Null where the ISA has none.
   void (*tile_band)(const uint8_t* band, const int32_t* quad_offset, ptrdiff_t step, const PackedPanels& b,
                     int panel, int rows, int cols, int m0, int n0, const Epilogue& ep) = nullptr;
+  // Whether pack_a drops the k steps that are zero in all the tile's rows, so that the
+  // driver gains by grouping rows that share zero steps (its epilogue honours row_of).
+  bool skips_zero_steps = false;
 };
 
 // The epilogue of a GEMM with these arguments and column terms (row_sums: per-row sums of
