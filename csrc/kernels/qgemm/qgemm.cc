@@ -246,7 +246,8 @@ void qgemm(const PackedWeights& w, const QgemmArgs& args, const QgemmColumnTerms
       block_rows(mb, m_begin, m_end);
       const int tiles = (m_end - m_begin + mr - 1) / mr;
       const bool grouped = row_of && group_rows_by_zero_steps(a + m_begin * args.lda, args.lda, args.a_signed,
-                                                              m_end - m_begin, K, mr, row_of + m_begin);
+                                                              m_end - m_begin, K, mr, args.isa == Isa::avx512vnni,
+                                                              row_of + m_begin);
       uint8_t* gathered = grouped ? scratch(kGatheredRows, size_t(mr) * K + 16) : nullptr;
       for (int i = 0; i < tiles; ++i) {
         const int m0 = m_begin + i * mr, rows = std::min(mr, m_end - m0);

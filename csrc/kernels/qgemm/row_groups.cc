@@ -128,7 +128,7 @@ PYRT_POPCNT int64_t popcount(const uint64_t* v, int words) {
   return n;
 }
 
-PYRT_POPCNT bool group_rows(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int mr, bool has_avx512,
+PYRT_POPCNT bool group_rows(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int mr, bool vector,
                             int32_t* order) {
   const int steps = (K + 3) / 4, words = (steps + 63) / 64;
 
@@ -145,7 +145,7 @@ PYRT_POPCNT bool group_rows(const uint8_t* a, ptrdiff_t lda, bool a_signed, int 
     c.row[i] = i;
     for (int w = 0; w < words; ++w) c.mask[size_t(w) * pad + i] = 0;
   }
-  if (has_avx512)
+  if (vector)
     fill_masks_avx512(a, lda, a_signed, rows, K, c);
   else
     fill_masks_sse2(a, lda, a_signed, rows, K, c);
@@ -170,7 +170,7 @@ PYRT_POPCNT bool group_rows(const uint8_t* a, ptrdiff_t lda, bool a_signed, int 
     for (int w = 0; w < words; ++w) tile[w] = 0;
     // A tile starts from the row with the fewest steps, then grows by the cheapest row.
     while (placed - first < mr && placed < rows) {
-      const int i = has_avx512 ? best_candidate_avx512(c, tile) : best_candidate_scalar(c, tile);
+      const int i = vector ? best_candidate_avx512(c, tile) : best_candidate_scalar(c, tile);
       for (int w = 0; w < words; ++w) tile[w] |= c.at(w, i);
       order[placed++] = c.take(i);
     }
@@ -182,12 +182,12 @@ PYRT_POPCNT bool group_rows(const uint8_t* a, ptrdiff_t lda, bool a_signed, int 
 }  // namespace
 
 bool group_rows_by_zero_steps(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int mr,
-                              int32_t* order) {
+                              bool use_avx512, int32_t* order) {
   static const bool has_popcnt = __builtin_cpu_supports("popcnt");
   static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vpopcntdq");
   if (rows <= mr || K <= 0 || !has_popcnt) return false;
-  return group_rows(a, lda, a_signed, rows, K, mr, has_avx512, order);
+  return group_rows(a, lda, a_signed, rows, K, mr, use_avx512 && has_avx512, order);
 }
 
 }  // namespace pyrt
