@@ -39,10 +39,11 @@ struct Candidates {
   }
 };
 
-void fill_masks_sse2(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, const Candidates& m) {
+// Rows [r0, r1).
+void fill_masks_sse2(const uint8_t* a, ptrdiff_t lda, bool a_signed, int r0, int r1, int K, const Candidates& m) {
   const __m128i flip = _mm_set1_epi8(a_signed ? char(0x80) : 0), zero = _mm_setzero_si128();
   const uint8_t flip1 = a_signed ? 0x80 : 0;
-  for (int r = 0; r < rows; ++r) {
+  for (int r = r0; r < r1; ++r) {
     const uint8_t* row = a + r * lda;
     auto zero_quads = [&](int k) {
       return _mm_cmpeq_epi32(_mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k)), flip), zero);
@@ -63,10 +64,10 @@ void fill_masks_sse2(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, i
 }
 
 // One vptestmd per 64 bytes; the ragged end is a masked load, its missing bytes zero.
-PYRT_AVX512_POPCNT void fill_masks_avx512(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K,
+PYRT_AVX512_POPCNT void fill_masks_avx512(const uint8_t* a, ptrdiff_t lda, bool a_signed, int r0, int r1, int K,
                                           const Candidates& m) {
   const __m512i flip = _mm512_set1_epi8(a_signed ? char(0x80) : 0);
-  for (int r = 0; r < rows; ++r) {
+  for (int r = r0; r < r1; ++r) {
     const uint8_t* row = a + r * lda;
     for (int w = 0; w < m.words; ++w) {
       uint64_t bits = 0;
@@ -145,10 +146,20 @@ PYRT_POPCNT bool group_rows(const uint8_t* a, ptrdiff_t lda, bool a_signed, int 
     c.row[i] = i;
     for (int w = 0; w < words; ++w) c.mask[size_t(w) * pad + i] = 0;
   }
-  if (vector)
-    fill_masks_avx512(a, lda, a_signed, rows, K, c);
-  else
-    fill_masks_sse2(a, lda, a_signed, rows, K, c);
+  auto fill = [&](int r0, int r1) {
+    if (vector)
+      fill_masks_avx512(a, lda, a_signed, r0, r1, K, c);
+    else
+      fill_masks_sse2(a, lda, a_signed, r0, r1, K, c);
+  };
+  // The first tile's rows first: where none of them has a zero step the block is taken for
+  // dense, and the rest is not read (a dense GEMM then pays for twelve rows' masks).
+  fill(0, mr);
+  int64_t first_rows_steps = 0;
+  for (int w = 0; w < words; ++w)
+    for (int r = 0; r < mr; ++r) first_rows_steps += __builtin_popcountll(c.at(w, r));
+  if (first_rows_steps == int64_t(mr) * steps) return false;
+  fill(mr, rows);
 
   // Kept steps x rows: each row's own steps bound any grouping from below.
   auto tile_cost = [&](int n) { return popcount(tile, words) * n; };
