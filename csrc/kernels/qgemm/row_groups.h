@@ -14,7 +14,8 @@ namespace pyrt {
 // greedily: each tile starts from the row with the fewest nonzero steps left, then takes
 // the row that adds the fewest steps to the tile's union. Returns false (order then holds
 // nothing) where that keeps no fewer steps than arrival order, or where the rows have too
-// few zero steps to be worth the search. use_avx512: search with AVX-512 (vpopcntq) where
+// few zero steps to be worth the search (a block whose first mr rows have none is taken
+// for dense without reading the rest). use_avx512: search with AVX-512 (vpopcntq) where
 // the CPU has it; otherwise, and for the emulated VNNI path, so that its tests cover them,
 // SSE2 masks and a scalar search, which choose the same rows.
 bool group_rows_by_zero_steps(const uint8_t* a, ptrdiff_t lda, bool a_signed, int rows, int K, int mr,
