@@ -9,7 +9,7 @@ namespace {
 
 #define PYRT_AVX512_POPCNT __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,popcnt")))
 // The search counts bits in its inner loop; without the instruction each count is a
-// libgcc call, ten times slower. Every CPU with the skipping kernels (AVX-512) has it.
+// libgcc call, ten times slower. Where the CPU lacks it the rows keep arrival order.
 #define PYRT_POPCNT __attribute__((target("popcnt")))
 
 // The rows still to be placed, word-major: bit j of word w of candidate i (mask[w * pad +
@@ -153,7 +153,7 @@ PYRT_POPCNT bool group_rows(const uint8_t* a, ptrdiff_t lda, bool a_signed, int 
       fill_masks_sse2(a, lda, a_signed, r0, r1, K, c);
   };
   // The first tile's rows first: where none of them has a zero step the block is taken for
-  // dense, and the rest is not read (a dense GEMM then pays for twelve rows' masks).
+  // dense, and the rest is not read (a dense GEMM then pays for mr rows' masks).
   fill(0, mr);
   int64_t first_rows_steps = 0;
   for (int w = 0; w < words; ++w)
